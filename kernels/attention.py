@@ -1,0 +1,31 @@
+"""Chunk-local causal attention with rotary embedding.
+
+Megalodon attends only inside fixed chunks, so one call here covers queries that all sit in one
+chunk (or a batch of whole chunks folded into the batch dimension). Keys may start earlier in the
+same chunk than the queries (the decoding cache): the queries are the LAST Tq of the Tk keys'
+positions. Scores use scale 1 (the 1/sqrt(d) is folded into q upstream); q k^T in the inputs'
+dtype, softmax in float32, probabilities cast back to v's dtype, as the authors' bf16 runs do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rotary(x: torch.Tensor, inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs of x [..., T, h, d] by positions [T] x inv_freq [d/2], in float32."""
+    angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]  # [T, d/2]
+    rotation = torch.polar(torch.ones_like(angles), angles)[:, None, :]  # [T, 1, d/2]
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(pairs * rotation).flatten(-2)
+
+
+def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q [B, Tq, h, dk], k [B, Tk, h, dk], v [B, Tk, h, dv] with Tq <= Tk -> [B, Tq, h, dv]."""
+    tq, tk = q.shape[1], k.shape[1]
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k).float()
+    query_pos = torch.arange(tk - tq, tk, device=q.device)[:, None]
+    key_pos = torch.arange(tk, device=q.device)[None, :]
+    scores = scores.masked_fill(key_pos > query_pos, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    return torch.einsum("bhqk,bkhd->bqhd", probs, v)

@@ -1,0 +1,149 @@
+"""Complex exponential moving average (CEMA) over a span of tokens, with carried hidden state.
+
+Per feature d and EMA component n (complex, float32):
+    h_t = q * h_{t-1} + p * x_t
+    y_t = Re(sum_n g_n h_{t,n}) + omega * x_t
+
+Three forms of the same function, as in flash-linear-attention's layout:
+- `cema_sequential`: the recurrence written out, one token at a time (tests' ground truth).
+- `cema_chunked`: a blocked scan (intra-block Toeplitz products, a short sequential pass over block
+  boundaries) that runs fast on CPU and is the reference the Triton kernel must equal.
+- `cema_step`: one decoding step.
+`cema` is the entry point the model calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class CemaCoefficients:
+    """The recurrence's coefficients, computed once per call from the stored parameters."""
+
+    p: torch.Tensor  # [D, N] real: input gain sigmoid(alpha)
+    log_q: torch.Tensor  # [D, N] complex: log of the decay q = (1 - p * sigmoid(delta)) * e^(i phase)
+    g: torch.Tensor  # [D, N] complex: output projection
+    omega: torch.Tensor  # [D] real: skip weight
+
+    @property
+    def q(self) -> torch.Tensor:
+        return torch.exp(self.log_q)
+
+
+def cema_coefficients(
+    alpha: torch.Tensor, delta: torch.Tensor, theta: torch.Tensor, gamma: torch.Tensor, omega: torch.Tensor
+) -> CemaCoefficients:
+    """Coefficients from the reference's parameters: alpha, delta [D,N,1], theta [D,1,1], gamma [D,N,2],
+    omega [D,1]. Always float32 (float64 if the parameters are float64)."""
+    dtype = torch.float64 if alpha.dtype == torch.float64 else torch.float32
+    alpha, delta, theta, gamma, omega = (t.to(dtype) for t in (alpha, delta, theta, gamma, omega))
+    ndim = alpha.shape[1]
+    p = torch.sigmoid(alpha.squeeze(-1))
+    magnitude = 1.0 - p * torch.sigmoid(delta.squeeze(-1))
+    wavelets = torch.arange(1, ndim + 1, dtype=dtype, device=alpha.device)
+    phase = torch.sigmoid(theta.squeeze(-1)) * (2 * math.pi / ndim) * wavelets  # [D, N]
+    log_q = torch.complex(torch.log(magnitude), phase)
+    g = torch.complex(gamma[..., 0], gamma[..., 1]) * math.sqrt(1.0 / ndim)
+    return CemaCoefficients(p=p, log_q=log_q, g=g, omega=omega.reshape(-1))
+
+
+def cema_sequential(
+    x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence one token at a time. x [B, L, D] -> (y [B, L, D], h [B, D, N] complex)."""
+    batch, length, dim = x.shape
+    real = coeffs.p.dtype
+    if h is None:
+        h = torch.zeros(batch, dim, coeffs.p.shape[1], dtype=coeffs.g.dtype, device=x.device)
+    q = coeffs.q
+    xs = x.to(real)
+    ys = []
+    for t in range(length):
+        h = q * h + coeffs.p * xs[:, t, :, None]
+        ys.append((coeffs.g * h).real.sum(-1) + coeffs.omega * xs[:, t])
+    y = torch.stack(ys, dim=1) if ys else xs.clone()
+    return y.to(x.dtype), h
+
+
+def cema_step(x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step. x [B, D] -> (y [B, D], new h [B, D, N])."""
+    xs = x.to(coeffs.p.dtype)
+    h = coeffs.q * h + coeffs.p * xs[..., None]
+    y = (coeffs.g * h).real.sum(-1) + coeffs.omega * xs
+    return y.to(x.dtype), h
+
+
+def _powers(log_q: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """q ** k for each k in `exponents`: [D, N, K] complex."""
+    return torch.exp(log_q[..., None] * exponents.to(log_q.real.dtype))
+
+
+def _scan_blocks(
+    x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [B, nb*block, D] in float32 -> (y, h after the last block)."""
+    batch, length, dim = x.shape
+    nblocks = length // block
+    xb = x.reshape(batch, nblocks, block, dim)
+    steps = torch.arange(block, device=x.device)
+    g_p = coeffs.g * coeffs.p  # [D, N]
+
+    # Intra-block causal convolution with kernel w[k] = Re(sum_n g p q^k), as a Toeplitz product.
+    kernel = (g_p[..., None] * _powers(coeffs.log_q, steps)).real.sum(1)  # [D, K]
+    lag = steps[:, None] - steps[None, :]  # [t, j]
+    toeplitz = kernel[:, lag.clamp(min=0)] * (lag >= 0)  # [D, t, j]
+    y = torch.einsum("dtj,bcjd->bctd", toeplitz, xb)
+
+    # Each block's contribution to the state at its end, starting from zero: p * sum_j q^(K-1-j) x_j.
+    decay_to_end = coeffs.p[..., None] * _powers(coeffs.log_q, block - 1 - steps)  # [D, N, K]
+    local_end = torch.complex(
+        torch.einsum("dnj,bcjd->bcdn", decay_to_end.real, xb).contiguous(),
+        torch.einsum("dnj,bcjd->bcdn", decay_to_end.imag, xb).contiguous(),
+    ) if nblocks else h.new_zeros(batch, 0, dim, coeffs.p.shape[1])
+
+    # The state entering each block: a short sequential pass over block boundaries.
+    q_block = torch.exp(coeffs.log_q * block)
+    entering = []
+    for n in range(nblocks):
+        entering.append(h)
+        h = q_block * h + local_end[:, n]
+    if nblocks:
+        # What the entering state adds at step t of its block: Re(sum_n g q^(t+1) h_in).
+        carry = coeffs.g[..., None] * _powers(coeffs.log_q, steps + 1)  # [D, N, K]
+        h_in = torch.stack(entering, dim=1)  # [B, nb, D, N]
+        y = y + torch.einsum("dnt,bcdn->bctd", carry.real, h_in.real) - torch.einsum(
+            "dnt,bcdn->bctd", carry.imag, h_in.imag
+        )
+    y = y + coeffs.omega * xb
+    return y.reshape(batch, length, dim), h
+
+
+def cema_chunked(
+    x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor | None = None, block: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocked scan. x [B, L, D] -> (y [B, L, D] in x's dtype, h [B, D, N] complex float32)."""
+    batch, length, dim = x.shape
+    if h is None:
+        h = torch.zeros(batch, dim, coeffs.p.shape[1], dtype=coeffs.g.dtype, device=x.device)
+    xs = x.to(coeffs.p.dtype)
+    full = length - length % block
+    pieces = []
+    if full:
+        y_full, h = _scan_blocks(xs[:, :full], coeffs, h, block)
+        pieces.append(y_full)
+    if length > full:
+        y_rest, h = _scan_blocks(xs[:, full:], coeffs, h, length - full)
+        pieces.append(y_rest)
+    y = torch.cat(pieces, dim=1) if pieces else xs
+    return y.to(x.dtype), h
+
+
+def cema(
+    x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CEMA over a span with carried state."""
+    return cema_chunked(x, coeffs, h)
