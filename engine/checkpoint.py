@@ -10,10 +10,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from megadoc.engine.config import MegalodonConfig
-from megadoc.engine.model import Megalodon
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from megadoc.engine.config import MegalodonConfig
+from megadoc.engine.model import Megalodon
 
 TIED_KEY = "output.output.weight"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "megadoc" / "models"

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.state import LayerState, State
 from megadoc.kernels.attention import chunk_attention, rotary
 from megadoc.kernels.cema import cema, cema_coefficients, cema_step
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step
-from torch import nn
 
 if TYPE_CHECKING:
     from megadoc.engine.generate import GenerationConfig

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from megadoc.kernels.timestep_norm import NormStats
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from megadoc.kernels.timestep_norm import NormStats
 
 FORMAT_VERSION = 1
 

@@ -1,0 +1,105 @@
+"""Decoding: sampling settings, a token-id generator, and a text stream with stop strings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from megadoc.engine.state import State
+
+if TYPE_CHECKING:
+    from megadoc.engine.model import Megalodon
+    from megadoc.engine.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0
+    stop_ids: Sequence[int] = ()
+    stop_strings: Sequence[str] = ()
+    seed: int | None = None
+
+
+def sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Next ids [B] from logits [B, V] under temperature, top-k and top-p (nucleus) filtering."""
+    if config.temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits.float() / config.temperature
+    if config.top_k > 0:
+        kth = torch.topk(logits, min(config.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if config.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens ranked above it already hold top_p of the mass.
+        drop = probs.cumsum(-1) - probs > config.top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+@torch.inference_mode()
+def generate(
+    model: Megalodon, prompt_ids: torch.Tensor | Sequence[int], state: State, config: GenerationConfig
+) -> Iterator[int]:
+    """Feed `prompt_ids` (non-empty) into `state`, then yield up to `max_new_tokens` ids of batch row 0.
+
+    Stops after a stop id (which is yielded). `state` advances as tokens are produced."""
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=model.device)
+    if ids.dim() == 1:
+        ids = ids[None]
+    if ids.shape[1] == 0:
+        raise ValueError("generate needs at least one prompt token")
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(config.seed)
+    logits = model(ids, state)[:, -1]
+    stop = set(config.stop_ids)
+    for _ in range(config.max_new_tokens):
+        token = sample(logits, config, generator)
+        value = int(token[0])
+        yield value
+        if value in stop:
+            return
+        logits = model(token[:, None], state)[:, -1]
+
+
+def stream_text(
+    model: Megalodon,
+    tokenizer: Tokenizer,
+    prompt_ids: Sequence[int],
+    state: State,
+    config: GenerationConfig,
+) -> Iterator[str]:
+    """Generated text, piece by piece, never splitting a multi-byte character; ends at EOS or a
+    stop string (neither is emitted). Text that could still become a stop string is held back."""
+    from megadoc.engine.tokenizer import IncrementalDecoder
+
+    decoder = IncrementalDecoder(tokenizer)
+    stop_ids = {*config.stop_ids, tokenizer.eos_id}
+    pending = ""
+    hold = max((len(s) for s in config.stop_strings), default=0)
+    for token in generate(model, prompt_ids, state, config):
+        if token in stop_ids:
+            break
+        pending += decoder.push(token)
+        cut = min((i for i in (pending.find(s) for s in config.stop_strings) if i >= 0), default=-1)
+        if cut >= 0:
+            if cut:
+                yield pending[:cut]
+            return
+        safe = len(pending) - hold + 1 if hold else len(pending)
+        if safe > 0:
+            yield pending[:safe]
+            pending = pending[safe:]
+    pending += decoder.flush()
+    cut = min((i for i in (pending.find(s) for s in config.stop_strings) if i >= 0), default=len(pending))
+    if pending[:cut]:
+        yield pending[:cut]
