@@ -54,9 +54,7 @@ def _fill(name: str, values: dict[str, str], split_at: str | None) -> tuple[str,
             f"missing {sorted(missing)}" if missing else "",
             f"unknown {sorted(unknown)}" if unknown else "",
         ]
-        raise ValueError(
-            f"template {name!r} takes slots {sorted(needed)}: " + ", ".join(p for p in problems if p)
-        )
+        raise ValueError(f"template {name!r} takes slots {sorted(needed)}: " + ", ".join(p for p in problems if p))
     parts: list[list[str]] = [[]]
     for literal, field, _, _ in _parsed(name):
         parts[-1].append(literal)
@@ -69,10 +67,9 @@ def _fill(name: str, values: dict[str, str], split_at: str | None) -> tuple[str,
 
 @cache
 def _parsed(name: str) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
-    path = files(__name__) / f"{name}.txt"
-    if not path.is_file():
+    if name not in names():
         raise ValueError(f"no prompt template {name!r}; templates: {', '.join(names())}")
-    text = path.read_text(encoding="utf-8").removesuffix("\n")
+    text = (files(__name__) / f"{name}.txt").read_text(encoding="utf-8").removesuffix("\n")
     parsed = tuple(Formatter().parse(text))
     for _, field, spec, conversion in parsed:
         if field is not None and (not field.isidentifier() or spec or conversion):

@@ -1,0 +1,137 @@
+from pathlib import Path
+
+import pytest
+
+from megadoc.evals.baselines import HFPredictor, LeadBaseline, MajorityAnswerBaseline
+from megadoc.evals.runner import run_eval
+from megadoc.evals.scrolls import Example, load_qmsum
+
+QMSUM_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "qmsum" / "val"
+needs_qmsum = pytest.mark.skipif(
+    not QMSUM_VAL.is_dir(), reason=f"QMSum validation data not found at {QMSUM_VAL} (see shared/data/README.md)"
+)
+
+WINDOW = 256
+STORY = (
+    "The old sailor lived by the sea. Every morning he mended his nets and talked to the gulls. "
+    "One day a stranger came to the harbour with a letter. The letter was from the sailor's brother. "
+)
+
+
+def example(task: str = "narrativeqa", document: str = STORY, question: str = "Who sent the letter?") -> Example:
+    return Example("x", task, document, question, ["his brother"])
+
+
+def test_lead_baseline_takes_the_first_sentences():
+    lead = LeadBaseline(sentences=2)
+    assert (
+        lead.predict(example())
+        == "The old sailor lived by the sea. Every morning he mended his nets and talked to the gulls."
+    )
+    assert LeadBaseline(sentences=50).predict(example(document="One. Two?")) == "One. Two?"
+
+
+def test_majority_answer_counts_normalized_answers():
+    # "Yes" and "yes." are one answer (2 votes) against "Unanswerable" (1) and "No" (1).
+    baseline = MajorityAnswerBaseline(["Unanswerable", "Yes", "yes.", "No", ""])
+    assert baseline.predict(example()) == "Yes"
+    train = [example(), Example("y", "narrativeqa", "d", "q", ["his brother", "brother"])]
+    assert MajorityAnswerBaseline.from_examples(train).answer == "his brother"
+    with pytest.raises(ValueError):
+        MajorityAnswerBaseline(["", "the"])
+
+
+@needs_qmsum
+def test_lead_baseline_on_qmsum_val_gives_a_real_rouge(tmp_path):
+    summary = run_eval("qmsum", load_qmsum(QMSUM_VAL), LeadBaseline(sentences=10), tmp_path / "lead.jsonl")
+    assert summary.count == 272
+    # A floor: measured R-1/2/L 15.1 / 1.8 / 9.6, geometric mean 6.4 (SCROLLS' naive QMSum
+    # baseline on the test set: 14.2 / 2.0 / 9.3).
+    assert 10 < summary.metrics["rouge1"] < 25
+    assert 0.5 < summary.metrics["rouge2"] < 5
+    assert 3 < summary.score < 10
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A random 2-layer Llama with a BPE tokenizer trained here: no download."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers", reason="HFPredictor needs the hf extra (transformers)")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator([STORY * 3, "Question: Answer: Who sent the letter?"], trainer)
+    from tokenizers import decoders
+
+    tokenizer.decoder = decoders.ByteLevel()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=WINDOW,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory
+
+
+def test_hf_prompt_keeps_the_question_and_cuts_the_end_of_the_document(tiny_llama):
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8)
+    assert predictor.window == WINDOW
+    long = example(document=STORY * 40 + "THE LAST WORDS")
+    ids = predictor.prompt_ids(long)
+    assert len(ids) + 8 == WINDOW  # filled exactly: window minus the tokens to generate
+    assert ids[0] == predictor.tokenizer.bos_token_id
+    text = predictor.tokenizer.decode(ids, skip_special_tokens=True)
+    assert text.startswith("Who sent the letter?\n\nThe old sailor")  # SCROLLS' input, from its start
+    assert text.endswith("Question: Who sent the letter?\nAnswer:")  # the question again, then the cue
+    assert "LAST WORDS" not in text
+
+
+def test_hf_prompt_of_a_short_document_is_whole(tiny_llama):
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8)
+    text = predictor.tokenizer.decode(predictor.prompt_ids(example(document="A short tale.")), skip_special_tokens=True)
+    assert text.startswith("Who sent the letter?\n\nA short tale.\n\n")
+
+
+def test_hf_window_too_small_for_the_question(tiny_llama):
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8, window=20)
+    with pytest.raises(ValueError, match="no room for the document"):
+        predictor.prompt_ids(example())
+
+
+def test_hf_predictor_decodes_greedily(tiny_llama, tmp_path):
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8)
+    answer = predictor.predict(example())
+    assert isinstance(answer, str) and "\n" not in answer
+    assert predictor.predict(example()) == answer  # greedy: the same every time
+    summary = run_eval("narrativeqa", [example()], predictor, tmp_path / "hf.jsonl")
+    assert summary.count == 1 and 0 <= summary.score <= 100
+
+
+def test_vllm_predictor(tiny_llama):
+    pytest.importorskip("vllm", reason="vllm is not installed (optional, GPU only)")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("vllm needs a CUDA GPU")
+    from megadoc.evals.baselines import VLLMPredictor
+
+    predictor = VLLMPredictor(tiny_llama, max_new_tokens=8, max_model_len=WINDOW, enforce_eager=True)
+    assert isinstance(predictor.predict(example()), str)
