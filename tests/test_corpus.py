@@ -1,0 +1,123 @@
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from megadoc.engine.corpus import (
+    load_qmsum_examples,
+    load_qmsum_transcripts,
+    make_book_questions,
+    read_book,
+    split_books,
+    strip_gutenberg,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BOOKS = DATA / "books"
+QMSUM_TRAIN = DATA / "qmsum" / "train"
+needs_books = pytest.mark.skipif(not BOOKS.is_dir(), reason=f"shared books not found at {BOOKS}")
+needs_qmsum = pytest.mark.skipif(not QMSUM_TRAIN.is_dir(), reason=f"QMSum train not found at {QMSUM_TRAIN}")
+LICENCE = re.compile(r"\*\*\* ?(?:START|END) OF|SMALL PRINT|Project Gutenberg-tm|THIS ELECTRONIC VERSION", re.I)
+
+
+def _book(name: str) -> str:
+    return strip_gutenberg(read_book(BOOKS / f"{name}.txt.gz"))
+
+
+@needs_books
+@pytest.mark.parametrize(
+    ("name", "first", "last"),
+    [
+        # modern "*** START OF THIS PROJECT GUTENBERG EBOOK" header
+        ("Austen-Jane__Persuasion", "Persuasion", "national importance.\n\n\n\nFinis"),
+        # "***START OF THE PROJECT GUTENBERG EBOOK" without a space, and an "E-text prepared by" credit
+        ("Chekhov-Anton-Pavlovich__The-Duel-and-Other-Stories", "THE DUEL AND OTHER STORIES", None),
+        # old "*END*THE SMALL PRINT" header, "End of this Project Gutenberg Etext" footer
+        ("Jowett-Benjamin__Crito", "CRITO\n\nby Plato", "follow\nwhither he leads."),
+        # early Shakespeare: small print "FOR __ COMPLETE SHAKESPEARE" and repeated <<copyright>> notices
+        ("Shakespeare-William__Cymbeline", "1609\n\nCYMBELINE", "with such a peace.      Exeunt\n\nTHE END"),
+    ],
+)
+def test_strip_gutenberg_real_books(name: str, first: str, last: str | None) -> None:
+    body = _book(name)
+    assert body.startswith(first)
+    if last:
+        assert body.endswith(last)
+    assert not LICENCE.search(body)
+
+
+@needs_books
+def test_strip_gutenberg_keeps_the_body_of_many_books() -> None:
+    for path in sorted(BOOKS.glob("*.txt.gz"))[::25]:
+        raw = read_book(path)
+        body = strip_gutenberg(raw)
+        assert not LICENCE.search(body), path.name
+        assert body and body in raw  # a slice of the original: nothing rewritten
+        assert len(body) > len(raw) - 25_000, path.name  # the licence text is at most ~20 KB
+
+
+def test_split_is_stable_disjoint_and_keeps_titles_together(tmp_path: Path) -> None:
+    names = [f"Author-{i % 7}__Title-{i}.txt.gz" for i in range(400)]
+    names += ["Plato__Cratylus.txt.gz", "Jowett-Benjamin__Cratylus.txt.gz"]
+    for name in names:
+        (tmp_path / name).touch()
+    train, heldout = split_books(tmp_path, 0.1, seed=0)
+    assert not set(train) & set(heldout) and len(train) + len(heldout) == len(names)
+    assert 20 <= len(heldout) <= 60
+    assert split_books(tmp_path, 0.1, seed=0) == (train, heldout)
+    cratylus = [p for p in train + heldout if p.name.endswith("Cratylus.txt.gz")]
+    assert len({p in heldout for p in cratylus}) == 1  # same book under author and translator
+    for i in range(400, 500):  # new books do not move old ones
+        (tmp_path / f"Author-x__Title-{i}.txt.gz").touch()
+    train2, heldout2 = split_books(tmp_path, 0.1, seed=0)
+    assert set(train) <= set(train2) and set(heldout) <= set(heldout2)
+    assert split_books(tmp_path, 0.1, seed=1) != (train2, heldout2)
+
+
+@needs_books
+def test_split_of_the_shared_books() -> None:
+    train, heldout = split_books(BOOKS, 0.05, seed=0)
+    assert len(train) + len(heldout) == len(list(BOOKS.glob("*.txt.gz")))
+    assert 0.02 < len(heldout) / (len(train) + len(heldout)) < 0.1
+
+
+@needs_books
+@pytest.mark.parametrize("name", ["Austen-Jane__Persuasion", "Doyle-Arthur-Conan__A-Study-in-Scarlet"])
+def test_book_questions_are_answered_by_the_text(name: str) -> None:
+    text = _book(name)
+    pairs = make_book_questions(text, random.Random(0), 30)
+    assert len(pairs) == 30
+    assert pairs == make_book_questions(text, random.Random(0), 30)
+    assert len({p.question for p in pairs}) == 30
+    for p in pairs:
+        assert text[p.char_offset : p.char_offset + len(p.answer)] == p.answer, p
+        assert p.answer not in {"I", "The", "He", "She"}
+    kinds = {p.question.split()[0] for p in pairs}
+    assert kinds == {"Who", "Fill"}
+    who_said = [p for p in pairs if p.question.startswith('Who said "')]
+    for p in who_said:  # the quote is from the book, close to the speaker's name
+        quote = p.question[len('Who said "') : -2]
+        assert quote in text[p.char_offset - 300 : p.char_offset + 300], p
+    for p in pairs:
+        if p.question.startswith("Fill in the blank"):
+            sentence = p.question.split('"', 1)[1][:-1].replace("____", p.answer)
+            window = " ".join(text[p.char_offset - 300 : p.char_offset + 300].split())
+            assert sentence in window, p
+
+
+@needs_qmsum
+def test_qmsum_train_loads() -> None:
+    examples = load_qmsum_examples(QMSUM_TRAIN)
+    assert len(examples) > 1000  # 162 meetings, one general and several specific queries each
+    transcript, query, answer = examples[0]
+    assert query and answer
+    first = transcript.splitlines()[0]
+    assert re.match(r"[^:\n]+: \S", first)
+    assert "{disfmarker}" not in transcript and "{vocalsound}" not in transcript
+    assert len(load_qmsum_transcripts(QMSUM_TRAIN)) == len(list(QMSUM_TRAIN.glob("*.json")))
+
+
+def test_qmsum_refuses_the_validation_set(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="evaluation set"):
+        load_qmsum_examples(tmp_path / "val")
