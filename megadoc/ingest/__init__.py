@@ -33,7 +33,9 @@ _LOADERS: dict[str, Callable[[bytes, str], Document]] = {
 }
 
 
-def load_document(source: str | Path, *, password: str | None = None, stdin: BinaryIO | None = None) -> Document:
+def load_document(
+    source: str | Path, *, password: str | None = None, stdin: BinaryIO | None = None
+) -> Document:
     """Read a file, or stdin when `source` is "-", into a Document.
 
     The format comes from the extension, else from the content; `name.ext.gz` is decompressed

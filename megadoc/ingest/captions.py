@@ -76,5 +76,6 @@ def _document(cues: list[_Cue], source: str, kind: str, warnings: list[str]) -> 
             builder.add(f"{cue.speaker}: {cue.text}" if cue.speaker else cue.text, **origin)
         previous_speaker = cue.speaker
     if builder.is_empty:
-        raise IngestError(f"{source_label(source)}: no captions with text found (is it a valid {kind.upper()} file?)")
+        name = source_label(source)
+        raise IngestError(f"{name}: no captions with text found (is it a valid {kind.upper()} file?)")
     return builder.build(source=source, kind=kind, warnings=warnings)

@@ -82,7 +82,7 @@ def _page_text(reader: PdfReader, index: int, name: str, warnings: list[str]) ->
 
 
 def _chapter_per_page(reader: PdfReader, page_count: int, name: str, warnings: list[str]) -> list[str | None]:
-    """Title of the top-level outline entry each page belongs to; the first entry starting on a page names it."""
+    """Per page, the top-level outline entry it belongs to; of several starting on a page, the first."""
     chapters: list[str | None] = [None] * page_count
     try:
         starts = []

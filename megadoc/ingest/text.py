@@ -55,8 +55,9 @@ def load_markdown(data: bytes, source: str) -> Document:
         headings = _headings(text)
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
     builder = DocumentBuilder("")
-    cuts = [(0, 1, None)] + [(line_starts[line], level, title) for line, level, title in headings]
-    for (start, _, chapter), (end, _, _) in zip(cuts, cuts[1:] + [(len(text), 0, None)], strict=True):
+    starts = [0] + [line_starts[line] for line, _, _ in headings]
+    chapters = [None] + [title for _, _, title in headings]
+    for start, end, chapter in zip(starts, starts[1:] + [len(text)], chapters, strict=True):
         builder.add(text[start:end], chapter=chapter)
     title = next((title for _, level, title in headings if level == 1), None)
     return builder.build(source=source, kind="markdown", title=title, warnings=warnings)
