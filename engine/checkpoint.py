@@ -44,15 +44,16 @@ def is_reference_checkpoint(directory: Path) -> bool:
 def load_pretrained(
     name_or_path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> Megalodon:
+    """Load our format or the authors' release; dtype defaults to float32 on CPU, bf16 on GPU."""
     directory = resolve_model_dir(name_or_path)
     if is_reference_checkpoint(directory):
         config, tensors = read_reference_checkpoint(directory)
     else:
         config, tensors = read_checkpoint(directory)
     model = build_model(config, tensors, source=directory)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.to(device).eval()
+    if dtype is None:
+        dtype = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+    return model.to(device=device, dtype=dtype).eval()
 
 
 def read_checkpoint(directory: Path) -> tuple[MegalodonConfig, dict[str, torch.Tensor]]:

@@ -139,7 +139,7 @@ PRESETS: dict[str, MegalodonConfig] = {
     # The embedded default, trained by megadoc.engine.train (see megadoc/models/mini/MODEL_CARD.md).
     "mini": MegalodonConfig(
         num_layers=6, model_dim=384, z_dim=128, value_dim=768, num_heads=2, ffn_hidden_dim=1024,
-        vocab_size=8192, cema_ndim=16, chunk_size=1024, norm_num_groups=32, swiglu=True, share_emb=True,
+        vocab_size=12288, cema_ndim=16, chunk_size=1024, norm_num_groups=32, swiglu=True, share_emb=True,
     ),
     # For tests: every code path, small enough for CPU CI.
     "tiny": MegalodonConfig(

@@ -55,6 +55,7 @@ class TimestepNorm(nn.Module):
             var=self.prior_logv.float().exp().expand(batch, -1).clone(),
         )
 
+    @torch.autocast("cuda", enabled=False)
     def forward(self, x: torch.Tensor, stats: NormStats) -> tuple[torch.Tensor, NormStats]:
         if x.shape[1] == 1:
             y, stats = timestep_norm_step(x[:, 0], stats, self.weight, self.bias, self.eps)
@@ -81,6 +82,7 @@ class ComplexEMA(nn.Module):
         self.gamma.data[..., 1] = 0
         nn.init.trunc_normal_(self.omega, std=0.25, a=-1.0, b=1.0)
 
+    @torch.autocast("cuda", enabled=False)
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         coeffs = cema_coefficients(self.alpha, self.delta, self.theta, self.gamma, self.omega)
         if x.shape[1] == 1:

@@ -1,0 +1,253 @@
+"""Training: `python -m megadoc.engine.train RECIPE.toml` (or under `torchrun` on N GPUs).
+
+Two stages share one loop. `pretrain` samples long windows (16K tokens and more, so the EMA learns
+to carry information across many attention chunks) from token shards. `tune` trains on
+(document, question, answer) rows rendered with the app's own prompt templates, loss on the
+answer tokens only, mixed with pretraining windows so the model keeps its reading. Runs are
+resumable from their own checkpoint directory and stop cleanly at a wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from megadoc.engine.config import MegalodonConfig
+from megadoc.engine.model import Megalodon
+
+IGNORE = -100
+
+
+@dataclass
+class Recipe:
+    out_dir: str
+    tokens: str  # pretraining token shards: a directory of uint16 .npy files
+    model: dict = field(default_factory=lambda: {"preset": "mini"})
+    tune: str | None = None  # tuning rows (.npz from megadoc.engine.train_data); None: pretraining only
+    tune_fraction: float = 0.5  # share of rows drawn from `tune` in the tuning stage
+    init_from: str | None = None  # a model directory to start from (e.g. the pretrained model)
+    seq_len: int = 16384
+    batch_size: int = 4  # rows per GPU per step
+    steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 200
+    max_minutes: float | None = None  # stop (and save) after this much wall time
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        data = tomllib.loads(Path(path).read_text())
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+
+def model_config(recipe: Recipe) -> MegalodonConfig:
+    spec = dict(recipe.model)
+    base = MegalodonConfig.preset(spec.pop("preset", "mini"))
+    return base.replace(**spec)
+
+
+class PretrainWindows:
+    """Random windows of `seq_len + 1` tokens from token shards (documents separated by EOS)."""
+
+    def __init__(self, directory: str | Path, seq_len: int, rng: np.random.Generator) -> None:
+        self.shards = [np.load(p, mmap_mode="r") for p in sorted(Path(directory).glob("*.npy"))]
+        self.shards = [s for s in self.shards if len(s) > seq_len + 1]
+        if not self.shards:
+            raise ValueError(f"{directory}: no token shard longer than {seq_len + 1} tokens")
+        sizes = np.array([len(s) - seq_len - 1 for s in self.shards], dtype=np.float64)
+        self.weights = sizes / sizes.sum()
+        self.seq_len, self.rng = seq_len, rng
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        shard = self.shards[self.rng.choice(len(self.shards), p=self.weights)]
+        start = int(self.rng.integers(0, len(shard) - self.seq_len - 1))
+        window = np.asarray(shard[start : start + self.seq_len + 1], dtype=np.int64)
+        return window[:-1], window[1:]
+
+
+class TuneRows:
+    """Rows of (ids, answer mask) from an .npz written by megadoc.engine.train_data: the loss
+    falls on answer tokens only; rows longer than seq_len lose the start of their document."""
+
+    def __init__(self, path: str | Path, seq_len: int, pad_id: int, rng: np.random.Generator) -> None:
+        data = np.load(path)
+        self.ids, self.offsets, self.answer_starts = data["ids"], data["offsets"], data["answer_starts"]
+        self.seq_len, self.pad_id, self.rng = seq_len, pad_id, rng
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        row = int(self.rng.integers(0, len(self.offsets) - 1))
+        start, end, answer = self.offsets[row], self.offsets[row + 1], self.answer_starts[row]
+        ids = np.asarray(self.ids[max(start, end - self.seq_len - 1) : end], dtype=np.int64)
+        answer_from = answer - max(start, end - self.seq_len - 1)
+        inputs, targets = ids[:-1].copy(), ids[1:].copy()
+        targets[: max(answer_from - 1, 0)] = IGNORE
+        pad = self.seq_len - len(inputs)
+        if pad > 0:
+            inputs = np.concatenate([inputs, np.full(pad, self.pad_id)])
+            targets = np.concatenate([targets, np.full(pad, IGNORE)])
+        return inputs, targets
+
+
+def learning_rate(recipe: Recipe, step: int, minutes: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio` over whichever budget ends first:
+    the step count or the wall-clock minutes."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = min(1.0, (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps))
+    if recipe.max_minutes:
+        progress = max(progress, min(1.0, minutes / recipe.max_minutes))
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return recipe.lr * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * cosine)
+
+
+def _optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
+    """AdamW; weight decay on the projection and embedding matrices only."""
+    decay, keep = [], []
+    for name, param in model.named_parameters():
+        is_matrix = param.dim() == 2 and ("mega.w" in name or "nffn.fc" in name or "embed" in name or "output" in name)
+        (decay if is_matrix else keep).append(param)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": keep, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=recipe.betas, fused=torch.cuda.is_available())
+
+
+def _save(out: Path, model: Megalodon, optimizer, step: int, tokens: int, minutes: float, rng_state: str) -> None:
+    checkpoint = out / "checkpoint"
+    model.save_pretrained(checkpoint)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "step": step, "tokens": tokens, "minutes": minutes, "rng": rng_state},
+        checkpoint / "trainer.pt.tmp",
+    )
+    (checkpoint / "trainer.pt.tmp").replace(checkpoint / "trainer.pt")
+
+
+def train(recipe: Recipe) -> Path:
+    distributed = "WORLD_SIZE" in os.environ
+    rank, world = 0, 1
+    if distributed:
+        dist.init_process_group("nccl")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    out = Path(recipe.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+
+    torch.manual_seed(recipe.seed)
+    checkpoint = out / "checkpoint"
+    resume = (checkpoint / "trainer.pt").is_file()
+    if resume:
+        model = Megalodon.from_pretrained(checkpoint, dtype=torch.float32)
+    elif recipe.init_from:
+        model = Megalodon.from_pretrained(recipe.init_from, dtype=torch.float32)
+    else:
+        model = Megalodon(model_config(recipe))
+    model = model.to(device).train()
+    optimizer = _optimizer(model, recipe)
+    step, tokens_seen, minutes_before = 0, 0, 0.0
+    rng = np.random.default_rng(recipe.seed * 1000 + rank)
+    if resume:
+        saved = torch.load(checkpoint / "trainer.pt", map_location=device, weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        step, tokens_seen, minutes_before = saved["step"], saved["tokens"], saved["minutes"]
+        rng.bit_generator.state = json.loads(saved["rng"])
+
+    windows = PretrainWindows(recipe.tokens, recipe.seq_len, rng)
+    pad_id = 0
+    tune = TuneRows(recipe.tune, recipe.seq_len, pad_id, rng) if recipe.tune else None
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    log = (out / "log.jsonl").open("a") if rank == 0 else None
+    started = time.time()
+
+    def minutes() -> float:
+        return minutes_before + (time.time() - started) / 60
+
+    window_start, window_tokens = time.time(), 0
+    while step < recipe.steps:
+        rows = [tune.sample() if tune and rng.random() < recipe.tune_fraction else windows.sample()
+                for _ in range(recipe.batch_size)]
+        inputs = torch.from_numpy(np.stack([r[0] for r in rows])).to(device, non_blocking=True)
+        targets = torch.from_numpy(np.stack([r[1] for r in rows])).to(device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(recipe, step, minutes())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = wrapped(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        step += 1
+        batch_tokens = inputs.numel() * world
+        tokens_seen += batch_tokens
+        window_tokens += batch_tokens
+
+        if step % recipe.log_every == 0 and log is not None:
+            elapsed = time.time() - window_start
+            record = {
+                "step": step, "loss": round(loss.item(), 4), "grad_norm": round(grad_norm.item(), 3),
+                "lr": learning_rate(recipe, step, minutes()), "tokens": tokens_seen,
+                "tokens_per_s": round(window_tokens / elapsed), "minutes": round(minutes(), 2),
+            }
+            print(json.dumps(record), flush=True)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            window_start, window_tokens = time.time(), 0
+        out_of_time = recipe.max_minutes is not None and minutes() > recipe.max_minutes
+        if distributed:
+            flag = torch.tensor(int(out_of_time), device=device)
+            dist.all_reduce(flag)
+            out_of_time = bool(flag.item())
+        if rank == 0 and (step % recipe.save_every == 0 or step == recipe.steps or out_of_time):
+            _save(out, model, optimizer, step, tokens_seen, minutes(), json.dumps(rng.bit_generator.state))
+        if out_of_time:
+            break
+    if distributed:
+        dist.destroy_process_group()
+    return checkpoint
+
+
+def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path) -> None:
+    """Ship a trained model: projection and embedding matrices in bf16, the rest (CEMA, norms) in
+    float32, with its tokenizer. Loading casts everything to the runtime dtype."""
+    model = Megalodon.from_pretrained(checkpoint, dtype=torch.float32)
+    for param in model.parameters():
+        if param.dim() == 2:
+            param.data = param.data.to(torch.bfloat16)
+    model.save_pretrained(out, tokenizer)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 4 and args[0] == "export":
+        export(*args[1:])
+    elif len(args) == 1:
+        train(Recipe.load(args[0]))
+    else:
+        raise SystemExit(
+            "usage: python -m megadoc.engine.train RECIPE.toml\n"
+            "       python -m megadoc.engine.train export CHECKPOINT_DIR OUT_DIR TOKENIZER"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Training data for `mini`: `python -m megadoc.engine.train_data pretrain|tune ...`.
+
+pretrain: the training split of the books (Gutenberg headers stripped, hard line wraps joined),
+tokenized into uint16 shards, documents separated by EOS.
+tune: (document, question, answer) rows in exactly the layout the app feeds at inference:
+    [BOS] before + document | after | answer [EOS]
+where (before, after) = megadoc.prompts.split(template, question=...). Questions come from QMSum
+train (query-focused summaries) and from questions built from the books by our own code, whose
+answers are spans of the text. Stored as one flat id array with row offsets and answer starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from megadoc import prompts
+from megadoc.engine.corpus import (
+    load_qmsum_examples,
+    make_book_questions,
+    read_book,
+    split_books,
+    strip_gutenberg,
+)
+from megadoc.engine.tokenizer import Tokenizer
+
+HELDOUT_FRACTION, SPLIT_SEED = 0.05, 0
+_WRAPPED_LINE = re.compile(r"(?<=\S)[ \t]*\n(?=[ \t]*\S)")
+
+
+def clean_book(path: Path) -> str:
+    """A book's body with hard line wraps inside paragraphs joined (paragraph breaks kept)."""
+    return _WRAPPED_LINE.sub(" ", strip_gutenberg(read_book(path)))
+
+
+def prompt_ids(tokenizer: Tokenizer, template: str, document: str, question: str) -> tuple[list[int], list[int]]:
+    """(ids up to the end of the document, ids of the prompt after it) as the app feeds them."""
+    slot = "query" if "query" in prompts.slots(template) else "question"
+    before, after = prompts.split(template, **{slot: question})
+    return [tokenizer.bos_id, *tokenizer.encode(before), *tokenizer.encode(document)], tokenizer.encode(after)
+
+
+def _tokenize_book(args: tuple[str, str]) -> np.ndarray:
+    path, tokenizer_path = args
+    tokenizer = Tokenizer.load(tokenizer_path)
+    return np.array([*tokenizer.encode(clean_book(Path(path))), tokenizer.eos_id], dtype=np.uint16)
+
+
+def prepare_pretrain(books: Path, tokenizer_path: Path, out: Path, shard_tokens: int = 16_000_000) -> int:
+    train, _ = split_books(books, HELDOUT_FRACTION, SPLIT_SEED)
+    out.mkdir(parents=True, exist_ok=True)
+    shard, size, index, total = [], 0, 0, 0
+    with ProcessPoolExecutor() as pool:
+        for ids in pool.map(_tokenize_book, [(str(p), str(tokenizer_path)) for p in train], chunksize=4):
+            shard.append(ids)
+            size += len(ids)
+            if size >= shard_tokens:
+                np.save(out / f"shard{index:03d}.npy", np.concatenate(shard))
+                total, shard, size, index = total + size, [], 0, index + 1
+    if shard:
+        np.save(out / f"shard{index:03d}.npy", np.concatenate(shard))
+        total += size
+    return total
+
+
+def _book_rows(args: tuple[str, str, int, int]) -> list[tuple[list[int], int]]:
+    """Rows asking questions about a window of one book that ends after the answer."""
+    path, tokenizer_path, per_book, seed = args
+    tokenizer = Tokenizer.load(tokenizer_path)
+    text = clean_book(Path(path))
+    rng = random.Random(f"{seed}:{path}")
+    rows = []
+    for pair in make_book_questions(text, rng, per_book):
+        # Half the answers sit near the end (as recalled evidence would), half far back in the window.
+        after_answer = rng.randint(0, 2000) if rng.random() < 0.5 else rng.randint(4000, 30000)
+        end = min(len(text), pair.char_offset + len(pair.answer) + after_answer)
+        start = max(0, end - rng.randint(20000, 60000))
+        context, question_ids = prompt_ids(tokenizer, "qa", text[start:end], pair.question)
+        answer = tokenizer.encode(" " + pair.answer) + [tokenizer.eos_id]
+        rows.append(([*context, *question_ids, *answer], len(context) + len(question_ids)))
+    return rows
+
+
+def prepare_tune(books: Path, qmsum_train: Path, tokenizer_path: Path, out: Path, per_book: int, seed: int) -> int:
+    tokenizer = Tokenizer.load(tokenizer_path)
+    rows: list[tuple[list[int], int]] = []
+    for example in load_qmsum_examples(qmsum_train):
+        context, question_ids = prompt_ids(tokenizer, "query_summary", example.transcript, example.query)
+        answer = tokenizer.encode(" " + example.answer.strip()) + [tokenizer.eos_id]
+        rows.append(([*context, *question_ids, *answer], len(context) + len(question_ids)))
+    train, _ = split_books(books, HELDOUT_FRACTION, SPLIT_SEED)
+    with ProcessPoolExecutor() as pool:
+        jobs = [(str(p), str(tokenizer_path), per_book, seed) for p in train]
+        for book_rows in pool.map(_book_rows, jobs, chunksize=4):
+            rows.extend(book_rows)
+    random.Random(seed).shuffle(rows)
+    lengths = np.array([len(ids) for ids, _ in rows])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    answer_starts = offsets[:-1] + np.array([start for _, start in rows])
+    ids = np.concatenate([np.array(r, dtype=np.uint16) for r, _ in rows])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, ids=ids, offsets=offsets, answer_starts=answer_starts)
+    return len(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["pretrain", "tune"])
+    parser.add_argument("--books", type=Path, required=True)
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--qmsum", type=Path, help="QMSum train/ (tune)")
+    parser.add_argument("--per-book", type=int, default=40, help="questions per book (tune)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.stage == "pretrain":
+        print(f"{prepare_pretrain(args.books, args.tokenizer, args.out)} tokens in {args.out}")
+    else:
+        if args.qmsum is None:
+            parser.error("tune needs --qmsum")
+        count = prepare_tune(args.books, args.qmsum, args.tokenizer, args.out, args.per_book, args.seed)
+        print(f"{count} rows in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
