@@ -2,8 +2,9 @@
 # Train `mini` on one GPU from carried data: .carry/books (*.txt.gz), .carry/qmsum-train.tar.gz.
 # Writes the exported model to $OUT in <16 MB parts (join with cat) plus the training logs.
 set -euo pipefail
-export PYTHONUNBUFFERED=1
-pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1  # import the installed package, not ./megadoc
+pip install -q --no-deps --no-build-isolation --root-user-action=ignore . 2>&1 | grep -v "^WARNING" || true
+python -c "import megadoc.engine, sys; print(megadoc.engine.__file__)"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 mkdir -p runs/data && tar -xzf .carry/qmsum-train.tar.gz -C runs/data
 TOK=megadoc/models/mini/tokenizer.model
