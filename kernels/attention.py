@@ -5,11 +5,15 @@ chunk (or a batch of whole chunks folded into the batch dimension). Keys may sta
 same chunk than the queries (the decoding cache): the queries are the LAST Tq of the Tk keys'
 positions. Scores use scale 1 (the 1/sqrt(d) is folded into q upstream); q k^T in the inputs'
 dtype, softmax in float32, probabilities cast back to v's dtype, as the authors' bf16 runs do.
+On CUDA tensors `chunk_attention` runs kernels/attention_triton.py unless MEGADOC_KERNELS=reference
+(see kernels/dispatch.py).
 """
 
 from __future__ import annotations
 
 import torch
+
+from megadoc.kernels.dispatch import use_triton
 
 
 def rotary(x: torch.Tensor, inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -22,6 +26,10 @@ def rotary(x: torch.Tensor, inv_freq: torch.Tensor, positions: torch.Tensor) -> 
 
 def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """q [B, Tq, h, dk], k [B, Tk, h, dk], v [B, Tk, h, dv] with Tq <= Tk -> [B, Tq, h, dv]."""
+    if use_triton(q):
+        from megadoc.kernels.attention_triton import chunk_attention_gpu
+
+        return chunk_attention_gpu(q, k, v)
     tq, tk = q.shape[1], k.shape[1]
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k).float()
     query_pos = torch.arange(tk - tq, tk, device=q.device)[:, None]

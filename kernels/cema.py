@@ -9,7 +9,8 @@ Three forms of the same function, as in flash-linear-attention's layout:
 - `cema_chunked`: a blocked scan (intra-block Toeplitz products, a short sequential pass over block
   boundaries) that runs fast on CPU and is the reference the Triton kernel must equal.
 - `cema_step`: one decoding step.
-`cema` is the entry point the model calls.
+`cema` and `cema_step` are the entry points the model calls: on CUDA tensors they run the Triton
+kernel (kernels/cema_triton.py) unless MEGADOC_KERNELS=reference (see kernels/dispatch.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from megadoc.kernels.dispatch import use_triton
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ def cema_sequential(
 
 def cema_step(x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step. x [B, D] -> (y [B, D], new h [B, D, N])."""
+    if use_triton(x):
+        from megadoc.kernels.cema_triton import cema_step_triton
+
+        return cema_step_triton(x, coeffs, h)
     xs = x.to(coeffs.p.dtype)
     h = coeffs.q * h + coeffs.p * xs[..., None]
     y = (coeffs.g * h).real.sum(-1) + coeffs.omega * xs
@@ -145,5 +152,9 @@ def cema_chunked(
 def cema(
     x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CEMA over a span with carried state."""
+    """CEMA over a span with carried state: the Triton scan on CUDA, `cema_chunked` elsewhere."""
+    if use_triton(x):
+        from megadoc.kernels.cema_triton import cema_triton
+
+        return cema_triton(x, coeffs, h)
     return cema_chunked(x, coeffs, h)

@@ -8,6 +8,8 @@ and is normalized with the statistics through itself. Padded tokens update nothi
 - `timestep_norm`: a span of tokens at once (prefix sums in float64 relative to the carried mean,
   so long streams keep their precision); the reference the Triton kernel must equal.
 - `timestep_norm_step`: one decoding token, the Welford update written out.
+On CUDA tensors `timestep_norm` runs the Triton kernel (kernels/timestep_norm_triton.py) unless
+MEGADOC_KERNELS=reference (see kernels/dispatch.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from megadoc.kernels.dispatch import use_triton
 
 
 @dataclass
@@ -50,6 +54,10 @@ def timestep_norm(
     padding_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, NormStats]:
     """x [B, L, D] -> (y [B, L, D] in x's dtype, statistics after the span)."""
+    if use_triton(x):
+        from megadoc.kernels.timestep_norm_triton import timestep_norm_triton
+
+        return timestep_norm_triton(x, stats, weight, bias, eps, padding_mask)
     groups = stats.mean.shape[-1]
     m, v = _group_moments(x, groups)  # [B, L, G]
     valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
