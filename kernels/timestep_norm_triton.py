@@ -1,0 +1,141 @@
+"""Timestep norm as a Triton scan: the same function as `timestep_norm` in kernels/timestep_norm.py.
+
+One program per (batch row, group) walks the span in blocks of BLOCK_T tokens. For a block it
+computes every token's group mean m and population variance v at once, prefix-sums them (relative
+to the block's first token, so the sums stay small), and merges each prefix with the statistics
+carried from before the block by Chan's formula
+    n = n0 + k ; delta = mean_k - mean0
+    mean = mean0 + delta * k / n
+    var  = var0 * n0 / n + var_k * k / n + delta^2 * (n0 / n) * (k / n)
+whose terms are all non-negative: float32 holds its precision after a million tokens, where the
+reference needs float64 prefix sums. Padded tokens carry zero weight and output exact zeros.
+Traffic: x read once, y written once (plus the mask); the statistics stay in registers.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from megadoc.kernels.timestep_norm import NormStats
+
+BLOCK_T = 64  # tokens per block
+
+
+@triton.jit
+def _timestep_norm_kernel(
+    x_ptr,  # [B, L, D]
+    y_ptr,  # [B, L, D] x's dtype
+    pad_ptr,  # [B, L] uint8, 1 = padding (read only when HAS_PAD)
+    weight_ptr,  # [D]
+    bias_ptr,  # [D]
+    count_ptr,  # [B] int64: tokens seen before the span
+    count_out_ptr,  # [B] int64: tokens seen after it (written by group 0's program)
+    mean_ptr,  # [B, G] float32, read and overwritten
+    var_ptr,  # [B, G] float32, read and overwritten
+    length,
+    dim,
+    groups,
+    eps,
+    GROUP_SIZE: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    HAS_PAD: tl.constexpr,
+):
+    """Program (batch row, group): normalize the group's features of every token of the span."""
+    pid = tl.program_id(0)
+    batch = pid // groups
+    group = pid % groups
+    f = tl.arange(0, BLOCK_G)
+    f_mask = f < GROUP_SIZE
+    cols = group * GROUP_SIZE + f
+    scale = tl.load(weight_ptr + cols, mask=f_mask, other=0.0).to(tl.float32) + 1.0
+    shift_out = tl.load(bias_ptr + cols, mask=f_mask, other=0.0).to(tl.float32)
+
+    count0 = tl.load(count_ptr + batch)
+    n0 = count0.to(tl.float32)
+    mean0 = tl.load(mean_ptr + pid).to(tl.float32)
+    var0 = tl.load(var_ptr + pid).to(tl.float32)
+    seen = count0 * 0
+
+    row = batch.to(tl.int64) * length
+    for t0 in range(0, length, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        t_mask = t < length
+        offsets = (row + t)[:, None] * dim + cols[None, :]
+        io_mask = t_mask[:, None] & f_mask[None, :]
+        x = tl.load(x_ptr + offsets, mask=io_mask, other=0.0).to(tl.float32)
+        valid = t_mask
+        if HAS_PAD:
+            valid = valid & (tl.load(pad_ptr + row + t, mask=t_mask, other=1) == 0)
+        w = valid.to(tl.float32)
+
+        m = tl.sum(x, axis=1) / GROUP_SIZE
+        centred = tl.where(io_mask, x - m[:, None], 0.0)
+        v = tl.sum(centred * centred, axis=1) / GROUP_SIZE
+
+        # Prefix statistics of the block's valid tokens, relative to its first token's mean.
+        base = tl.sum(tl.where(t == t0, m, 0.0), axis=0)
+        rel = m - base
+        k = tl.cumsum(w, axis=0)
+        s1 = tl.cumsum(w * rel, axis=0)
+        s2 = tl.cumsum(w * (v + rel * rel), axis=0)
+        k_safe = tl.maximum(k, 1.0)
+        mean_k = s1 / k_safe
+        var_k = s2 / k_safe - mean_k * mean_k
+        mean_k = mean_k + base
+
+        # Merge each prefix with the carried statistics (Chan).
+        total = tl.maximum(n0 + k, 1.0)
+        old = n0 / total
+        new = k / total
+        delta = mean_k - mean0
+        mean_t = mean0 + delta * new
+        var_t = var0 * old + var_k * new + delta * delta * old * new
+        # Before the first valid token of a fresh stream there is nothing to merge.
+        var_t = tl.where(n0 + k > 0, var_t, var0)
+
+        y = (x - mean_t[:, None]) * tl.rsqrt(var_t + eps)[:, None] * scale[None, :] + shift_out[None, :]
+        y = tl.where(valid[:, None], y, 0.0)
+        tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=io_mask)
+
+        last = t == t0 + BLOCK_T - 1
+        mean0 = tl.sum(tl.where(last, mean_t, 0.0), axis=0)
+        var0 = tl.sum(tl.where(last, var_t, 0.0), axis=0)
+        block_count = tl.sum(valid.to(tl.int32), axis=0)
+        n0 = n0 + block_count.to(tl.float32)
+        seen = seen + block_count
+
+    tl.store(count_out_ptr + batch, count0 + seen, mask=group == 0)
+    tl.store(mean_ptr + pid, mean0)
+    tl.store(var_ptr + pid, var0)
+
+
+def timestep_norm_triton(
+    x: torch.Tensor,
+    stats: NormStats,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-5,
+    padding_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, NormStats]:
+    """x [B, L, D] -> (y [B, L, D] in x's dtype, statistics after the span); `stats` is not modified."""
+    batch, length, dim = x.shape
+    groups = stats.mean.shape[-1]
+    if length == 0:
+        return torch.empty_like(x), stats
+    group_size = dim // groups
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    count = torch.empty_like(stats.count, dtype=torch.int64)
+    mean = stats.mean.float().clone()
+    var = stats.var.float().clone()
+    pad = x if padding_mask is None else padding_mask.contiguous().to(torch.uint8)
+    _timestep_norm_kernel[(batch * groups,)](
+        x, y, pad, weight.contiguous(), bias.contiguous(), stats.count.to(torch.int64), count, mean, var,
+        length, dim, groups, eps,
+        GROUP_SIZE=group_size, BLOCK_G=triton.next_power_of_2(group_size), BLOCK_T=BLOCK_T,
+        HAS_PAD=padding_mask is not None, num_warps=4,
+    )
+    return y, NormStats(count=count, mean=mean.to(stats.mean.dtype), var=var.to(stats.var.dtype))

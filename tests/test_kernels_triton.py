@@ -1,0 +1,250 @@
+"""The Triton kernels against their plain-PyTorch references, on fresh random inputs.
+
+Without a GPU the kernels run under triton's interpreter (TRITON_INTERPRET=1, set here before
+triton is imported) on CPU tensors and small shapes; with one they run compiled, and the tests
+marked `gpu` add the 7B's shapes and the model end to end. References are computed in float64
+on the same device, with MEGADOC_KERNELS=reference so that the entry points run them on CUDA too.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from megadoc.kernels.attention import chunk_attention  # noqa: E402
+from megadoc.kernels.attention_triton import chunk_attention_sdpa, chunk_attention_triton  # noqa: E402
+from megadoc.kernels.cema import cema_coefficients, cema_sequential, cema_step  # noqa: E402
+from megadoc.kernels.cema_triton import cema_step_triton, cema_triton  # noqa: E402
+from megadoc.kernels.timestep_norm import NormStats, timestep_norm  # noqa: E402
+from megadoc.kernels.timestep_norm_triton import timestep_norm_triton  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def references_everywhere(monkeypatch):
+    """The reference functions dispatch to Triton on CUDA; here they must stay references."""
+    monkeypatch.setenv("MEGADOC_KERNELS", "reference")
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = (torch.view_as_real(t) if t.is_complex() else t for t in (out.detach().cpu(), ref.detach().cpu()))
+    out, ref = out.double(), ref.double()
+    assert torch.isfinite(out).all()
+    return ((out - ref).norm() / ref.norm().clamp(min=1e-30)).item()
+
+
+def cema_params(dim: int, ndim: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Random CEMA parameters spread like the release's initialisation (gamma with an imaginary part)."""
+    return (
+        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
+        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
+        torch.randn(dim, 1, 1, generator=gen) * 2,
+        torch.randn(dim, ndim, 2, generator=gen),
+        torch.randn(dim, 1, generator=gen) * 0.25,
+    )
+
+
+# -- CEMA ------------------------------------------------------------------------------------
+
+CEMA_SHAPES = [  # batch, length, dim, ndim, segments (None: the kernel's choice)
+    (1, 1, 32, 4, None),
+    (2, 37, 40, 4, None),
+    (3, 50, 33, 8, 4),
+    (1, 129, 64, 16, 3),
+    (2, 200, 32, 2, None),
+]
+
+
+def check_cema(batch, length, dim, ndim, segments, dtype, seed, carried=True):
+    gen = torch.Generator().manual_seed(seed)
+    params = cema_params(dim, ndim, gen)
+    x = torch.randn(batch, length, dim, generator=gen).to(dtype)
+    h0 = torch.randn(batch, dim, ndim, dtype=torch.complex64, generator=gen) if carried else None
+    y_ref, h_ref = cema_sequential(
+        x.to(DEVICE, torch.float64),
+        cema_coefficients(*(p.to(DEVICE, torch.float64) for p in params)),
+        None if h0 is None else h0.to(DEVICE, torch.complex128),
+    )
+    coeffs = cema_coefficients(*(p.to(DEVICE) for p in params))
+    y, h = cema_triton(x.to(DEVICE), coeffs, None if h0 is None else h0.to(DEVICE), segments=segments)
+    assert y.dtype == dtype and y.shape == x.shape and h.dtype == torch.complex64
+    assert rel_err(y, y_ref) < TOL[dtype]
+    assert rel_err(h, h_ref) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("shape", CEMA_SHAPES)
+def test_cema_matches_reference(shape):
+    check_cema(*shape, torch.float32, seed=hash(shape) % 1000)
+
+
+def test_cema_bf16_and_fresh_state():
+    check_cema(2, 45, 32, 16, 3, torch.bfloat16, seed=1, carried=False)
+
+
+def test_cema_step_matches_reference():
+    gen = torch.Generator().manual_seed(7)
+    params = cema_params(48, 8, gen)
+    coeffs = cema_coefficients(*params)
+    x = torch.randn(3, 48, generator=gen)
+    h = torch.randn(3, 48, 8, dtype=torch.complex64, generator=gen)
+    y_ref, h_ref = cema_step(x.double(), cema_coefficients(*(p.double() for p in params)), h.to(torch.complex128))
+    y, h_new = cema_step_triton(x.to(DEVICE), _coeffs_to(coeffs, DEVICE), h.to(DEVICE))
+    assert rel_err(y, y_ref) < TOL[torch.float32] and rel_err(h_new, h_ref) < TOL[torch.float32]
+
+
+def _coeffs_to(coeffs, device):
+    return type(coeffs)(*(t.to(device) for t in (coeffs.p, coeffs.log_q, coeffs.g, coeffs.omega)))
+
+
+# -- timestep norm ---------------------------------------------------------------------------
+
+NORM_SHAPES = [  # batch, length, dim, groups, padding, carried count
+    (1, 1, 16, 4, False, 0),
+    (2, 37, 24, 4, False, 0),
+    (2, 150, 24, 4, True, 0),
+    (3, 70, 40, 5, True, 1_000_000),
+    (1, 65, 64, 2, False, 12),
+]
+
+
+def check_norm(batch, length, dim, groups, padding, count, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(batch, length, dim, generator=gen) * 3 + 5).to(dtype)
+    if count:
+        stats = NormStats(
+            torch.full((batch,), count, dtype=torch.int64) + torch.arange(batch),
+            torch.randn(batch, groups, generator=gen) + 5,
+            torch.rand(batch, groups, generator=gen) + 8,
+        )
+    else:
+        stats = NormStats(torch.zeros(batch, dtype=torch.int64), torch.zeros(batch, groups), torch.ones(batch, groups))
+    weight, bias = torch.randn(dim, generator=gen) * 0.1, torch.randn(dim, generator=gen) * 0.1
+    mask = torch.rand(batch, length, generator=gen) < 0.3 if padding else None
+    on = NormStats(stats.count.to(DEVICE), stats.mean.to(DEVICE), stats.var.to(DEVICE))
+    y_ref, s_ref = timestep_norm(
+        x.to(DEVICE, torch.float64), on, weight.to(DEVICE, torch.float64), bias.to(DEVICE, torch.float64),
+        padding_mask=None if mask is None else mask.to(DEVICE),
+    )
+    y, s = timestep_norm_triton(
+        x.to(DEVICE), on, weight.to(DEVICE), bias.to(DEVICE), padding_mask=None if mask is None else mask.to(DEVICE)
+    )
+    assert y.dtype == dtype and y.shape == x.shape
+    assert rel_err(y, y_ref) < TOL[dtype]
+    if mask is not None:
+        assert (y.cpu()[mask] == 0).all()
+    assert torch.equal(s.count, s_ref.count)
+    assert rel_err(s.mean, s_ref.mean) < TOL[torch.float32] and rel_err(s.var, s_ref.var) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+def test_timestep_norm_matches_reference(shape):
+    check_norm(*shape, torch.float32, seed=hash(shape) % 1000)
+
+
+def test_timestep_norm_bf16():
+    check_norm(2, 80, 32, 4, True, 300, torch.bfloat16, seed=3)
+
+
+def test_timestep_norm_streams_in_pieces():
+    """Two calls carrying the statistics equal one call over the whole span."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 90, 24, generator=gen).to(DEVICE)
+    w, b = torch.zeros(24, device=DEVICE), torch.zeros(24, device=DEVICE)
+    fresh = NormStats(torch.zeros(2, dtype=torch.int64), torch.zeros(2, 4), torch.ones(2, 4))
+    fresh = NormStats(*(t.to(DEVICE) for t in (fresh.count, fresh.mean, fresh.var)))
+    whole, _ = timestep_norm_triton(x, fresh, w, b)
+    first, mid = timestep_norm_triton(x[:, :33], fresh, w, b)
+    second, _ = timestep_norm_triton(x[:, 33:], mid, w, b)
+    assert rel_err(torch.cat([first, second], 1), whole) < 1e-6
+
+
+# -- attention -------------------------------------------------------------------------------
+
+ATTN_SHAPES = [  # batch, queries, keys, heads, dk, dv
+    (1, 1, 1, 1, 8, 16),
+    (2, 37, 37, 2, 8, 24),
+    (1, 5, 40, 2, 16, 64),
+    (2, 33, 50, 1, 32, 48),
+    (1, 1, 70, 2, 8, 16),
+]
+
+
+def check_attention(batch, tq, tk, heads, dk, dv, dtype, seed, fn=chunk_attention_triton):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, tq, heads, dk, generator=gen).to(dtype)
+    k = torch.randn(batch, tk, heads, dk, generator=gen).to(dtype)
+    v = torch.randn(batch, tk, heads, dv, generator=gen).to(dtype)
+    ref = chunk_attention(*(t.to(DEVICE, torch.float64) for t in (q, k, v)))
+    out = fn(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE))
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("shape", ATTN_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_matches_reference(shape, dtype):
+    check_attention(*shape, dtype, seed=hash(shape) % 1000)
+
+
+def test_attention_sdpa_wrapper():
+    check_attention(2, 9, 30, 2, 16, 48, torch.float32, seed=4, fn=chunk_attention_sdpa)
+
+
+# -- larger shapes on the GPU ----------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch,length", [(1, 4096), (2, 1000), (1, 4097)])
+def test_cema_7b_shapes(batch, length):
+    check_cema(batch, length, 4096, 16, None, torch.bfloat16, seed=length)
+    check_cema(batch, length, 4096, 16, None, torch.float32, seed=length + 1)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch,length,count", [(1, 4096, 0), (3, 1000, 1_000_000), (1, 4100, 37)])
+def test_timestep_norm_7b_shapes(batch, length, count):
+    check_norm(batch, length, 4096, 64, True, count, torch.bfloat16, seed=length)
+    check_norm(batch, length, 4096, 64, False, count, torch.float32, seed=length + 1)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch,tq,tk", [(1, 4096, 4096), (2, 1000, 1000), (1, 300, 3000), (8, 1, 2049)])
+def test_attention_7b_shapes(batch, tq, tk):
+    check_attention(batch, tq, tk, 4, 256, 2048, torch.bfloat16, seed=tq)
+    check_attention(batch, tq, tk, 4, 256, 2048, torch.bfloat16, seed=tq, fn=chunk_attention_sdpa)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_model_dispatch_matches_reference(monkeypatch, dtype):
+    """The tiny model streamed in pieces on CUDA: Triton entry points == references."""
+    from megadoc.engine import MegalodonConfig
+    from megadoc.engine.model import Megalodon
+
+    torch.manual_seed(0)
+    model = Megalodon(MegalodonConfig.preset("tiny")).to(DEVICE, dtype)
+    ids = torch.randint(0, model.config.vocab_size, (2, 70), device=DEVICE)
+
+    def logits() -> torch.Tensor:
+        state, out, start = model.new_state(2), [], 0
+        for n in (5, 20, 1, 1, 43):  # inside a chunk, across boundaries, single tokens
+            out.append(model(ids[:, start : start + n], state))
+            start += n
+        return torch.cat(out, 1)
+
+    with torch.no_grad():
+        ref = logits()
+        monkeypatch.setenv("MEGADOC_KERNELS", "triton")
+        out = logits()
+    assert rel_err(out, ref) < (1e-4 if dtype == torch.float32 else 2e-2)
