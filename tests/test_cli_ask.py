@@ -1,0 +1,210 @@
+"""`megadoc ask` end to end: real PDFs and captions, the tiny model, the state cache, bad input."""
+
+import re
+
+import pytest
+import torch
+
+from tests import app_fixtures
+from tests.app_fixtures import (
+    assert_one_line_error,
+    austen_paragraphs,
+    json_rows,
+    run_cli,
+    write_pdf,
+    write_srt,
+    write_vtt,
+)
+
+app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
+
+KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
+
+
+def ask(document, *args, model):
+    return run_cli("ask", document, *args, "--model", model, "--device", "cpu", "--max-tokens", "6")
+
+
+@pytest.fixture
+def book(tmp_path):
+    """A three-page PDF whose second page alone names the lighthouse keeper."""
+    first, second, third = austen_paragraphs(3)
+    return write_pdf(tmp_path / "persuasion.pdf", [first, f"{second} {KEEPER}", third])
+
+
+def test_answer_cites_the_page_and_a_second_question_comes_from_the_cache(app_env, tiny_model_dir, book):
+    first = ask(book, "Who was the lighthouse keeper at Lyme?", "--json", model=tiny_model_dir)
+    assert first.exit_code == 0, first.stderr
+    [row] = json_rows(first.stdout)
+    assert row["question"] == "Who was the lighthouse keeper at Lyme?" and isinstance(row["answer"], str)
+    assert row["citations"][0]["label"] == "p. 2" and "lighthouse" in row["citations"][0]["excerpt"]
+    total = row["document"]["tokens"]
+    assert row["cache"] == "read" and 0 < total - row["tokens_read"] < 16  # read up to the last chunk boundary
+    assert {"ingest_s", "load_model_s", "read_s", "first_token_s", "answer_s"} <= row["timings"].keys()
+
+    again = ask(book, "Who was the lighthouse keeper at Lyme?", "--json", model=tiny_model_dir)
+    [cached] = json_rows(again.stdout)
+    assert cached["cache"] == "cached" and cached["tokens_read"] == 0
+    assert cached["answer"] == row["answer"]  # greedy decoding from the same state
+
+    text = ask(book, "Who was the lighthouse keeper at Lyme?", model=tiny_model_dir)
+    assert text.exit_code == 0
+    assert text.stdout.startswith(row["answer"]) and text.stdout.endswith("\nSources: p. 2\n")
+    assert "tokens" not in text.stdout and "from the cache" in text.stderr
+
+
+def test_several_questions_read_the_document_once(app_env, tiny_model_dir, book, tmp_path):
+    listed = tmp_path / "questions.txt"
+    listed.write_text("Where is Kellynch Hall?\n\nWho is Anne?\n")
+    result = ask(book, "Who was the lighthouse keeper?", "--questions", listed, "--json", model=tiny_model_dir)
+    assert result.exit_code == 0, result.stderr
+    rows = json_rows(result.stdout)
+    asked = ["Who was the lighthouse keeper?", "Where is Kellynch Hall?", "Who is Anne?"]
+    assert [r["question"] for r in rows] == asked
+    assert len({r["tokens_read"] for r in rows}) == 1 and rows[0]["cache"] == "read"
+    assert len(list((app_env / "states").glob("*.state"))) == 1
+
+    plain = ask(book, "Who is Anne?", "Where is Bath?", model=tiny_model_dir)
+    assert plain.stdout.startswith("Q: Who is Anne?\nA: ") and "\nQ: Where is Bath?\nA: " in plain.stdout
+
+
+def test_no_recall_answers_from_the_tail_without_citations(app_env, tiny_model_dir, book):
+    result = ask(book, "Who was the lighthouse keeper?", "--no-recall", "--json", model=tiny_model_dir)
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["recall"] is False and row["citations"] == []
+
+
+def test_captions_are_cited_by_timestamp_and_speaker(app_env, tiny_model_dir, tmp_path):
+    cues = [
+        ("Alice", "Welcome everyone to the quarterly planning meeting of the garden committee."),
+        ("Bob", "The compost budget doubled because the tomato harvest failed in August."),
+        ("Alice", "Then we must order new seeds before the winter frost arrives in November."),
+    ]
+    vtt = write_vtt(tmp_path / "meeting.vtt", cues)
+    result = ask(vtt, "Why did the compost budget double?", "--json", model=tiny_model_dir)
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    best = row["citations"][0]
+    assert "compost" in best["excerpt"] and re.fullmatch(r"00:00:07 \(Bob\)", best["label"]), row["citations"]
+
+    srt = write_srt(tmp_path / "talk.srt", [text for _, text in cues])
+    result = ask(srt, "When does the winter frost arrive?", "--json", model=tiny_model_dir)
+    [row] = json_rows(result.stdout)
+    assert row["citations"][0]["label"].startswith("00:00:10"), row["citations"]
+
+
+def test_stdin_is_a_document(app_env, tiny_model_dir):
+    result = run_cli(
+        "ask",
+        "-",
+        "Who was the keeper?",
+        "--model",
+        tiny_model_dir,
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "4",
+        "--json",
+        stdin=" ".join(austen_paragraphs(2)) + " " + KEEPER,
+    )
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["document"]["source"] == "-" and row["citations"][0]["label"].startswith("line ")
+
+
+def test_a_corrupt_cache_file_is_discarded_and_the_document_read_again(app_env, tiny_model_dir, book):
+    assert ask(book, "Who is Anne?", model=tiny_model_dir).exit_code == 0
+    [state_file] = (app_env / "states").glob("*.state")
+    state_file.write_bytes(state_file.read_bytes()[:100])
+    result = ask(book, "Who is Anne?", "--json", model=tiny_model_dir)
+    assert result.exit_code == 0, result.stderr
+    assert "warning: discarding cached state" in result.stderr and "reading the document again" in result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["cache"] == "read" and row["tokens_read"] > 0
+
+
+def _blank_pdf(tmp_path):
+    return write_pdf(tmp_path / "scan.pdf", [None, None, None])
+
+
+def _encrypted_pdf(tmp_path):
+    return write_pdf(tmp_path / "locked.pdf", ["Secret."], owner_password="o", user_password="secret")
+
+
+def _corrupt_pdf(tmp_path):
+    path = tmp_path / "broken.pdf"
+    path.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage")
+    return path
+
+
+def _empty_file(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "phrase"),
+    [
+        (_blank_pdf, "no extractable text on any of 3 pages"),
+        (_encrypted_pdf, "is encrypted; pass its password with --password"),
+        (_corrupt_pdf, "cannot read this PDF"),
+        (_empty_file, "is empty"),
+        (lambda tmp_path: tmp_path / "missing.pdf", "no such file"),
+        (lambda tmp_path: tmp_path, "is a directory"),
+    ],
+    ids=["scanned", "encrypted", "corrupt", "empty", "missing", "directory"],
+)
+def test_bad_documents_give_one_line_and_exit_1(app_env, tiny_model_dir, tmp_path, make, phrase):
+    assert_one_line_error(ask(make(tmp_path), "Who?", model=tiny_model_dir), phrase)
+
+
+def test_an_encrypted_pdf_opens_with_its_password(app_env, tiny_model_dir, tmp_path):
+    result = ask(_encrypted_pdf(tmp_path), "What is secret?", "--password", "secret", model=tiny_model_dir)
+    assert result.exit_code == 0, result.stderr
+
+
+def _truncated_weights(directory, tmp_path):
+    copy = tmp_path / "truncated"
+    copy.mkdir()
+    for name in ("config.json", "tokenizer.model"):
+        (copy / name).write_bytes((directory / name).read_bytes())
+    (copy / "model.safetensors").write_bytes((directory / "model.safetensors").read_bytes()[:500])
+    return copy
+
+
+def _no_tokenizer(directory, tmp_path):
+    copy = tmp_path / "no-tokenizer"
+    copy.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (copy / name).write_bytes((directory / name).read_bytes())
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("model", "phrase"),
+    [
+        (lambda d, t: "mini", "model 'mini' is not installed yet"),
+        (_truncated_weights, "unreadable weights"),
+        (_no_tokenizer, "no tokenizer.model"),
+        (lambda d, t: t / "nowhere", "no such model directory"),
+    ],
+    ids=["mini-not-installed", "truncated", "no-tokenizer", "missing"],
+)
+def test_bad_models_give_one_line_and_exit_1(app_env, tiny_model_dir, book, tmp_path, model, phrase):
+    assert_one_line_error(ask(book, "Who?", model=model(tiny_model_dir, tmp_path)), phrase)
+
+
+def test_mini_is_the_default_and_is_not_replaced_by_anything(app_env, book):
+    assert_one_line_error(run_cli("ask", book, "Who?"), "not installed yet")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(app_env, tiny_model_dir, book):
+    result = run_cli("ask", book, "Who?", "--model", tiny_model_dir, "--device", "cuda")
+    assert_one_line_error(result, "no CUDA GPU")
+
+
+def test_a_question_is_required(app_env, tiny_model_dir, book):
+    assert_one_line_error(ask(book, model=tiny_model_dir), "no question given")

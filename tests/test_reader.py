@@ -1,0 +1,101 @@
+"""The reading pipeline: checkpoints every few chunks, Ctrl-C keeps what was read, a resumed read
+ends in exactly the state of an uninterrupted one, and questions never change the document's state."""
+
+from itertools import pairwise
+
+import pytest
+import torch
+
+from megadoc import models
+from megadoc.cache import StateCache, cache_key
+from megadoc.engine.generate import GenerationConfig
+from megadoc.ingest import load_document
+from megadoc.reader import Reader, ReadInterrupted
+from tests import app_fixtures
+from tests.app_fixtures import AUSTEN
+
+tiny_model_dir = app_fixtures.tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    return models.load(tiny_model_dir, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory):
+    path = tmp_path_factory.mktemp("docs") / "persuasion.txt"
+    path.write_text(AUSTEN[:4000], encoding="utf-8")
+    return load_document(path)
+
+
+def _same_state(a, b) -> None:
+    assert a.position == b.position
+    for name, tensor in a.tensors().items():
+        assert torch.equal(tensor, b.tensors()[name]), name
+
+
+def test_checkpoints_every_few_chunks_while_reading(loaded, document, tmp_path):
+    cache = StateCache(tmp_path)
+    reader = Reader(loaded, cache, checkpoint_chunks=4)
+    on_disk = []
+
+    def watch(done, total):
+        on_disk.extend(entry.position for entry in cache.entries())
+
+    read = reader.read(document, watch)
+    step = 4 * loaded.model.config.chunk_size
+    assert read.status == "read" and read.tokens_read == read.state.position
+    checkpoints = sorted(set(on_disk))
+    assert checkpoints[0] == step and all(b - a == step for a, b in pairwise(checkpoints))
+    [entry] = cache.entries()
+    assert entry.complete and entry.position == read.state.position == len(read.ids) // 16 * 16
+
+
+def test_an_interrupted_read_resumes_to_the_same_state(loaded, document, tmp_path):
+    cache = StateCache(tmp_path)
+    reader = Reader(loaded, cache, checkpoint_chunks=8)
+
+    def interrupt(done, total):
+        if done >= 200:  # not a checkpoint boundary: the last consistent state is saved on Ctrl-C
+            raise KeyboardInterrupt
+
+    with pytest.raises(ReadInterrupted) as stopped:
+        reader.read(document, interrupt)
+    saved = stopped.value.tokens_saved
+    assert saved == 208 and not cache.entries()[0].complete and cache.entries()[0].position == saved
+
+    resumed = reader.read(document)
+    assert resumed.status == "resumed" and resumed.tokens_read == resumed.state.position - saved
+    uncached = Reader(loaded, cache=None).read(document)
+    _same_state(resumed.state, uncached.state)
+    assert reader.read(document).status == "cached"
+
+
+def test_questions_work_on_a_clone_of_the_state(loaded, document):
+    reader = Reader(loaded, cache=None)
+    read = reader.read(document)
+    before = read.state.clone()
+    config = GenerationConfig(max_new_tokens=5)
+    first = reader.ask(read, "Who is Sir Walter Elliot?", config).collect()
+    second = reader.ask(read, "Who is Sir Walter Elliot?", config).collect()
+    assert first == second
+    _same_state(read.state, before)
+    plain = reader.ask(read, "Who is Sir Walter Elliot?", config, recall=False)
+    plain.collect()
+    assert plain.citations == [] and read.tail_text == document.text[read.offsets[read.state.position][0] :]
+
+
+def test_a_state_cached_for_another_document_is_not_used(loaded, document, tmp_path):
+    cache = StateCache(tmp_path)
+    reader = Reader(loaded, cache)
+    reader.read(document)
+    [entry] = cache.entries()
+    other = load_document(app_fixtures.DATA / "austen_persuasion_excerpt.txt")
+    assert other.content_hash() != document.content_hash()
+    # Copy the first document's state under the second's key: its metadata names another document.
+    key = cache_key(loaded.fingerprint, loaded.tokenizer.id, other.content_hash())
+    cache.path(key).write_bytes(entry.path.read_bytes())
+    warnings = []
+    read = Reader(loaded, cache, warn=warnings.append).read(other)
+    assert read.status == "read" and "made for another document" in warnings[0]

@@ -1,0 +1,79 @@
+"""Evidence recall on real ingested documents: passages, BM25 choice within a token budget,
+document order, labels, and citations."""
+
+from itertools import pairwise
+
+import pytest
+
+from megadoc.engine.tokenizer import Tokenizer
+from megadoc.ingest import load_document
+from megadoc.recall import PassageIndex, passage_size
+from tests.app_fixtures import austen_paragraphs, write_pdf, write_vtt
+
+KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
+
+
+@pytest.fixture(scope="module")
+def tokenizer(sp_model_path):
+    return Tokenizer.load(sp_model_path)
+
+
+@pytest.fixture
+def pdf_index(tmp_path, tokenizer):
+    pages = austen_paragraphs(4)
+    pages[2] += " " + KEEPER
+    document = load_document(write_pdf(tmp_path / "book.pdf", pages))
+    _, offsets = tokenizer.encode_with_offsets(document.text)
+    return PassageIndex.build(document, offsets, 48), tokenizer
+
+
+def test_passages_tile_the_document_and_long_pages_are_not_straddled(pdf_index):
+    index, _ = pdf_index
+    passages = index.passages
+    assert passages[0].token_start == 0
+    assert all(a.token_end == b.token_start for a, b in pairwise(passages))
+    assert all(p.token_end - p.token_start <= 48 + 16 for p in passages)
+    assert all(p.label in ("p. 1", "p. 2", "p. 3", "p. 4") for p in passages)  # never "pp. 2-3"
+    assert passage_size(16) == 32 and passage_size(1024) == 200 and passage_size(4096) == 200
+
+
+def test_evidence_is_the_best_passages_that_fit_in_document_order(pdf_index):
+    index, tokenizer = pdf_index
+
+    def count(text):
+        return len(tokenizer.encode(text))
+
+    evidence = index.evidence("Who was the lighthouse keeper at Lyme?", budget=10_000, count_tokens=count)
+    assert evidence.text.startswith("[p. ")
+    starts = [p.token_start for p in evidence.passages]
+    assert starts == sorted(starts)
+
+    one = index.evidence("lighthouse keeper Quince", budget=1, count_tokens=count)
+    [best] = one.passages  # the budget takes none, but the best passage always comes
+    assert best.label == "p. 3" and "Quince" in index.text(best)
+    assert one.text.startswith("[p. 3] ")
+
+    small = index.evidence("Elliot Kellynch Anne lighthouse", budget=120, count_tokens=count)
+    assert count(small.text) <= 120 + 4 and len(small.passages) >= 1
+    assert index.evidence("xylophone zeppelin", budget=500, count_tokens=count) is None
+
+
+def test_citations_rank_recalled_passages_by_question_and_answer(pdf_index):
+    index, tokenizer = pdf_index
+    evidence = index.evidence("lighthouse keeper Lyme Elliot", 10_000, lambda t: len(tokenizer.encode(t)))
+    [first, *_] = index.cite(evidence, "Who was the lighthouse keeper?", "Bartholomew Quince")
+    assert first.label == "p. 3" and "Quince" in first.excerpt and first.score > 0
+    labels = [c.label for c in index.cite(evidence, "lighthouse keeper Lyme Elliot", "")]
+    assert len(labels) == len(set(labels)) <= 3
+
+
+def test_caption_passages_carry_times_and_speakers(tmp_path, tokenizer):
+    cues = [("Alice", f"Item {n}: the committee discussed topic number {n} at length today.") for n in range(6)]
+    document = load_document(write_vtt(tmp_path / "meeting.vtt", cues, seconds_each=60))
+    _, offsets = tokenizer.encode_with_offsets(document.text)
+    assert len(offsets) < 400
+    index = PassageIndex.build(document, offsets, 400)  # short cues are joined
+    assert [p.label for p in index.passages] == ["00:00:00-00:06:00 (Alice)"]
+    index = PassageIndex.build(document, offsets, 32)  # cues longer than a passage: cut, never joined
+    labels = [p.label for p in index.passages]
+    assert len(labels) > 6 and sorted(set(labels)) == [f"00:0{n}:00 (Alice)" for n in range(6)]
