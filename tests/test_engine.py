@@ -225,3 +225,14 @@ def test_sampling_filters():
     nucleus = {int(sample(logits, GenerationConfig(temperature=1.0, top_p=0.8), gen)) for _ in range(300)}
     assert nucleus == {0, 1}
     assert int(sample(logits, GenerationConfig(temperature=0.0))) == 0
+
+
+def test_training_step_reaches_every_parameter():
+    """Every parameter gets a gradient (kernels without a backward must never run under autograd)."""
+    torch.manual_seed(0)
+    trainable = Megalodon(TINY.replace(share_emb=True))
+    ids = torch.randint(0, TINY.vocab_size, (2, 3 * TINY.chunk_size + 5))
+    loss = torch.nn.functional.cross_entropy(trainable(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+    loss.backward()
+    missing = [name for name, p in trainable.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
