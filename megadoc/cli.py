@@ -401,8 +401,9 @@ def _outcome_table(outcomes: list[Outcome]) -> Table:
 def list_models() -> None:
     """List the installed models: shipped ones and the user's (MEGADOC_MODELS_DIR or the user data dir)."""
     table = Table()
-    for column in ("name", "origin", "status", "parameters", "size", "path"):
-        table.add_column(column, justify="right" if column in ("parameters", "size") else "left")
+    for column in ("name", "origin", "status", "parameters", "size"):
+        table.add_column(column, justify="right" if column in ("parameters", "size") else "left", no_wrap=True)
+    table.add_column("path", overflow="fold")
     for entry in models.installed_models():
         status = "installed" if entry.installed else "not installed yet"
         parameters = f"{entry.parameters / 1e6:,.1f} M" if entry.parameters is not None else ""
@@ -460,7 +461,8 @@ def cache_ls() -> None:
     entries = cache.entries()
     table = Table()
     for column in ("key", "document", "model", "tokens", "status", "size"):
-        table.add_column(column, justify="right" if column in ("tokens", "size") else "left")
+        wrap = column in ("document", "model")
+        table.add_column(column, justify="right" if column in ("tokens", "size") else "left", no_wrap=not wrap)
     for entry in entries:
         meta = entry.metadata
         if meta.get("unreadable"):
@@ -469,9 +471,8 @@ def cache_ls() -> None:
         total = int(meta.get("tokens_total") or 0)
         status = "complete" if entry.complete else f"partial {entry.position / max(total, 1):.0%}"
         document = meta.get("title") or Path(str(meta.get("source", "?"))).name
-        table.add_row(
-            entry.key[:12], document, str(meta.get("model_name", "")), f"{total:,}", status, _size(entry.size_bytes)
-        )
+        model = Path(str(meta.get("model_name", ""))).name
+        table.add_row(entry.key[:12], document, model, f"{total:,}", status, _size(entry.size_bytes))
     stdout.print(table)
     stderr.print(f"{len(entries)} cached in {cache.states}", style="dim")
 

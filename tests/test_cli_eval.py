@@ -1,0 +1,74 @@
+"""`megadoc eval ppl` and `megadoc eval scrolls` with the tiny model on small real-format files."""
+
+import json
+import math
+
+from tests import app_fixtures
+from tests.app_fixtures import AUSTEN, assert_one_line_error, json_rows, run_cli
+
+app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
+
+
+def test_bits_per_byte_at_each_context_on_the_same_final_tokens(app_env, tiny_model_dir, tmp_path):
+    book = tmp_path / "heldout.txt"
+    book.write_text(AUSTEN[:3000], encoding="utf-8")
+    short = tmp_path / "short.txt"
+    short.write_text(AUSTEN[:300], encoding="utf-8")
+    result = run_cli("eval", "ppl", book, short, "--context", "256,32,100000", "--model", tiny_model_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["target_tokens"] == 32
+    by_context = {r["context"]: r for r in row["results"]}
+    assert list(by_context) == [32, 256, 100000]
+    assert by_context[32]["texts"] == 2 and by_context[256]["texts"] == 1
+    assert by_context[100000]["texts"] == 0 and by_context[100000]["bits_per_byte"] is None
+    for context in (32, 256):
+        value = by_context[context]["bits_per_byte"]
+        assert math.isfinite(value) and 0 < value < 20  # a random model: about log2(500) bits per token
+    table = run_cli("eval", "ppl", book, "--context", "32,64", "--model", tiny_model_dir)
+    assert table.exit_code == 0 and "bits/byte" in table.stdout
+    assert_one_line_error(run_cli("eval", "ppl", book, "--context", "a,b", "--model", tiny_model_dir), "--context")
+
+
+def _meeting(path):
+    turns = [
+        {"speaker": "Project Manager", "content": "OK , we 're on . Today we decide the remote control colour ."},
+        {"speaker": "Industrial Designer", "content": "I think yellow , because fruit is in fashion ."},
+        {"speaker": "Marketing", "content": "Our survey says young people want a spongy remote {vocalsound} ."},
+    ]
+    meeting = {
+        "meeting_transcripts": turns,
+        "general_query_list": [{"query": "Summarize the meeting .", "answer": "They chose a yellow spongy remote."}],
+        "specific_query_list": [
+            {
+                "query": "What colour did the designer want ?",
+                "answer": "Yellow, because fruit is fashionable.",
+                "relevant_text_span": [["1", "1"]],
+            },
+        ],
+    }
+    path.write_text(json.dumps(meeting), encoding="utf-8")
+
+
+def test_scrolls_qmsum_runs_scores_and_resumes(app_env, tiny_model_dir, tmp_path):
+    data = tmp_path / "qmsum"
+    data.mkdir()
+    _meeting(data / "ES2004a.json")
+    out = tmp_path / "rows.jsonl"
+    args = ["eval", "scrolls", "--task", "qmsum", "--data", data, "--model", tiny_model_dir, "--max-tokens", "4"]
+    result = run_cli(*args, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["task"] == "qmsum" and row["count"] == 2 and 0 <= row["score"] <= 100 and row["recall"] is True
+    assert len(out.read_text().splitlines()) == 2
+    again = run_cli(*args, "--out", out, "--no-recall", "--limit", "1")
+    assert again.exit_code == 0 and "| qmsum" not in again.stdout and "Megalodon-7B" in again.stdout
+    assert len(out.read_text().splitlines()) == 2  # resumed: nothing predicted again
+
+
+def test_scrolls_bad_input_is_one_line(app_env, tiny_model_dir, tmp_path):
+    base = ["eval", "scrolls", "--model", tiny_model_dir]
+    assert_one_line_error(run_cli(*base, "--task", "qmsum", "--data", tmp_path), "no QMSum meeting files")
+    assert_one_line_error(run_cli(*base, "--task", "quality", "--data", tmp_path), "--task must be one of")
+    hf = run_cli(*base, "--task", "qmsum", "--data", tmp_path / "x.jsonl", "--engine", "hf")
+    assert_one_line_error(hf, "cannot load qmsum examples")
