@@ -70,8 +70,17 @@ def _cema_scan_kernel(
     start = segment * segment_len
     stop = tl.minimum(start + segment_len, length)
     row = batch.to(tl.int64) * length * dim + d
-    for t in tl.range(start, stop, loop_unroll_factor=8):
-        x = tl.load(x_ptr + row + t * dim, mask=d_mask, other=0.0).to(tl.float32)
+    zero = tl.zeros([BLOCK_D], tl.int32)  # the masks below compare per lane
+    # Loads run four tokens ahead of the recurrence (x_a..x_d rotate), so four loads are in
+    # flight while a token's arithmetic runs: one warp per program has nothing else to hide them.
+    x_a = tl.load(x_ptr + row + start * dim, mask=d_mask & (zero + start < stop), other=0.0)
+    x_b = tl.load(x_ptr + row + (start + 1) * dim, mask=d_mask & (zero + start + 1 < stop), other=0.0)
+    x_c = tl.load(x_ptr + row + (start + 2) * dim, mask=d_mask & (zero + start + 2 < stop), other=0.0)
+    x_d = tl.load(x_ptr + row + (start + 3) * dim, mask=d_mask & (zero + start + 3 < stop), other=0.0)
+    for t in range(start, stop):
+        x = x_a.to(tl.float32)
+        x_a, x_b, x_c = x_b, x_c, x_d
+        x_d = tl.load(x_ptr + row + (t + 4) * dim, mask=d_mask & (zero + t + 4 < stop), other=0.0)
         px = p * x[None, :]
         h_re, h_im = q_re * h_re - q_im * h_im + px, q_re * h_im + q_im * h_re
         if WRITE_Y:

@@ -60,12 +60,18 @@ def _timestep_norm_kernel(
     seen = count0 * 0
 
     row = batch.to(tl.int64) * length
+    # The next block's load is issued before this block's arithmetic, to overlap its latency.
+    t = tl.arange(0, BLOCK_T)
+    x_next = tl.load(x_ptr + (row + t)[:, None] * dim + cols[None, :], mask=(t < length)[:, None] & f_mask[None, :])
     for t0 in range(0, length, BLOCK_T):
         t = t0 + tl.arange(0, BLOCK_T)
         t_mask = t < length
         offsets = (row + t)[:, None] * dim + cols[None, :]
         io_mask = t_mask[:, None] & f_mask[None, :]
-        x = tl.load(x_ptr + offsets, mask=io_mask, other=0.0).to(tl.float32)
+        x = tl.where(io_mask, x_next.to(tl.float32), 0.0)
+        t_ahead = t + BLOCK_T
+        ahead_mask = (t_ahead < length)[:, None] & f_mask[None, :]
+        x_next = tl.load(x_ptr + (row + t_ahead)[:, None] * dim + cols[None, :], mask=ahead_mask)
         valid = t_mask
         if HAS_PAD:
             valid = valid & (tl.load(pad_ptr + row + t, mask=t_mask, other=1) == 0)

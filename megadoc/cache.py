@@ -3,7 +3,8 @@
 Layout: one safetensors file per (model, tokenizer, document) under `<root>/states/`, named by a
 hash of the model fingerprint, the tokenizer id and the document's content hash; its JSON
 metadata repeats the three (checked on load), and says how far the read got (`tokens_total`,
-`complete`). A partial file is a checkpoint a later run resumes from.
+`complete`). A partial file is a checkpoint a later run resumes from. Beside it, `<key>.tokens`
+keeps the document's token ids and character spans, so a cached question does not re-tokenize.
 
 Concurrency: a process holds an exclusive `flock` on `<key>.lock` while it reads a document and
 writes its state, so a second process asking about the same document waits, then finds the state
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from megadoc.engine.state import State
 
@@ -35,6 +38,7 @@ except ImportError:  # Windows
     fcntl = None
 
 SUFFIX = ".state"
+TOKENS_SUFFIX = ".tokens"
 # Metadata fields a cached state must share with the request to be used.
 IDENTITY = ("model", "tokenizer", "document")
 
@@ -129,6 +133,38 @@ class StateCache:
         self.states.mkdir(parents=True, exist_ok=True)
         state.save(self.path(key))
 
+    def save_tokens(self, key: str, identity: dict[str, str], ids: list[int], offsets: list[tuple[int, int]]) -> None:
+        """The document's token ids and character spans: a cached question then skips tokenizing
+        (seconds for a million tokens)."""
+        self.states.mkdir(parents=True, exist_ok=True)
+        path = self.states / f"{key}{TOKENS_SUFFIX}"
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tensors = {"ids": torch.tensor(ids, dtype=torch.int32), "offsets": torch.tensor(offsets, dtype=torch.int32)}
+        save_file(tensors, str(tmp), metadata={"identity": json.dumps(identity, sort_keys=True)})
+        tmp.replace(path)
+
+    def load_tokens(
+        self, key: str, identity: dict[str, str], text_length: int
+    ) -> tuple[list[int], list[tuple[int, int]]] | None:
+        """Saved ids and spans for exactly this identity, or None (a bad file is removed: re-tokenize)."""
+        path = self.states / f"{key}{TOKENS_SUFFIX}"
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), "pt") as handle:
+                header = handle.metadata() or {}
+            tensors = load_file(str(path))
+            ids, offsets = tensors["ids"], tensors["offsets"]
+            ok = header.get("identity") == json.dumps(identity, sort_keys=True)
+            ok = ok and ids.dim() == 1 and offsets.shape == (ids.shape[0], 2)
+            ok = ok and (ids.numel() == 0 or (int(offsets.min()) >= 0 and int(offsets.max()) <= text_length))
+        except (OSError, SafetensorError, KeyError, ValueError, RuntimeError):
+            ok = False
+        if not ok:
+            path.unlink(missing_ok=True)
+            return None
+        return ids.tolist(), [tuple(span) for span in offsets.tolist()]
+
     def entries(self) -> list[CacheEntry]:
         """Every cached state, newest first; files whose header cannot be read are listed as such."""
         found = []
@@ -139,6 +175,7 @@ class StateCache:
 
     def remove(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+        (self.states / f"{key}{TOKENS_SUFFIX}").unlink(missing_ok=True)
         (self.states / f"{key}.lock").unlink(missing_ok=True)
 
     def clear(self) -> int:
@@ -146,8 +183,9 @@ class StateCache:
         entries = self.entries()
         for entry in entries:
             self.remove(entry.key)
-        for stray in self.states.glob("*.tmp") if self.states.is_dir() else []:
-            stray.unlink(missing_ok=True)
+        for pattern in (f"*{TOKENS_SUFFIX}", "*.tmp"):
+            for stray in self.states.glob(pattern) if self.states.is_dir() else []:
+                stray.unlink(missing_ok=True)
         return len(entries)
 
 

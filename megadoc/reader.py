@@ -105,14 +105,25 @@ class Reader:
 
         Raises ReadInterrupted on Ctrl-C, after saving what was read."""
         start = time.perf_counter()
-        ids, offsets = self._tokenize(document)
+        identity = {
+            "model": self.loaded.fingerprint,
+            "tokenizer": self.tokenizer.id,
+            "document": document.content_hash(),
+        }
+        key = cache_key(identity["model"], identity["tokenizer"], identity["document"])
+        tokens = None if self.cache is None else self.cache.load_tokens(key, identity, len(document.text))
+        if tokens is None:
+            tokens = self._tokenize(document)
+            if self.cache is not None:
+                self.cache.save_tokens(key, identity, *tokens)
+        ids, offsets = tokens
         tokenized = time.perf_counter()
         passages = PassageIndex.build(document, offsets, passage_size(self.model.config.chunk_size), first_token=1)
         indexed = time.perf_counter()
         if self.cache is None:
             state, status, tokens_read = self._read_uncached(ids, on_progress)
         else:
-            state, status, tokens_read = self._read_cached(ids, document, on_progress)
+            state, status, tokens_read = self._read_cached(key, identity, ids, document, on_progress)
         seconds = {
             "tokenize": tokenized - start,
             "index": indexed - tokenized,
@@ -135,15 +146,14 @@ class Reader:
         return state, "read", state.position
 
     def _read_cached(
-        self, ids: list[int], document: Document, on_progress: ProgressCallback | None
+        self,
+        key: str,
+        identity: dict[str, str],
+        ids: list[int],
+        document: Document,
+        on_progress: ProgressCallback | None,
     ) -> tuple[State, str, int]:
         assert self.cache is not None
-        identity = {
-            "model": self.loaded.fingerprint,
-            "tokenizer": self.tokenizer.id,
-            "document": document.content_hash(),
-        }
-        key = cache_key(identity["model"], identity["tokenizer"], identity["document"])
         waiting = "another megadoc process is reading this document; waiting for it"
         with self.cache.lock(key, on_wait=lambda: self.warn(waiting)):
             state = self._usable(self.cache.load(key, identity, self.model.new_state(), self.warn), ids)

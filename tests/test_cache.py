@@ -118,3 +118,21 @@ def test_the_fingerprint_follows_the_weights_and_is_memoized(tmp_path):
     torch.manual_seed(1)
     Megalodon(MegalodonConfig.preset("tiny").replace(vocab_size=64)).save_pretrained(directory)
     assert models.fingerprint(directory, memo) not in (first,)
+
+
+def test_token_ids_and_spans_are_kept_for_the_same_document_only(tmp_path):
+    cache = StateCache(tmp_path)
+    ids, offsets = [1, 40, 41, 7], [(0, 0), (0, 3), (3, 5), (5, 9)]
+    cache.save_tokens("k", IDENTITY, ids, offsets)
+    assert cache.load_tokens("k", IDENTITY, text_length=9) == (ids, offsets)
+    assert cache.load_tokens("k", {**IDENTITY, "tokenizer": "other"}, text_length=9) is None  # and removed
+    assert cache.load_tokens("k", IDENTITY, text_length=9) is None
+    cache.save_tokens("k", IDENTITY, ids, offsets)
+    assert cache.load_tokens("k", IDENTITY, text_length=5) is None  # spans past the text: not this text
+    cache.save_tokens("k", IDENTITY, ids, offsets)
+    (cache.states / "k.tokens").write_bytes(b"\x00" * 20)
+    assert cache.load_tokens("k", IDENTITY, text_length=9) is None
+    cache.save_tokens("k", IDENTITY, ids, offsets)
+    cache.save("k", _read_state(_model()))
+    cache.clear()
+    assert list(cache.states.iterdir()) == []
