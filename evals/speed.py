@@ -241,8 +241,8 @@ def bench_kernels(ceil: dict, results: dict) -> None:
         attn["sdpa_ms"] = median_ms(lambda: attention_triton.chunk_attention_sdpa(q, k, v))
     except RuntimeError as error:
         attn["sdpa_ms"] = f"failed: {str(error)[:80]}"
-    for bm, bn, bdv, warps, stages in [(128, 64, 128, 8, 2), (128, 64, 256, 8, 2), (64, 64, 256, 4, 2),
-                                       (128, 32, 256, 8, 2), (64, 64, 128, 4, 3), (128, 64, 128, 8, 3)]:
+    for bm, bn, bdv, warps, stages in [(128, 64, 128, 8, 2), (128, 64, 256, 8, 2), (128, 64, 256, 8, 3),
+                                       (128, 32, 256, 8, 3), (64, 64, 512, 8, 2), (64, 32, 512, 8, 2)]:
         name = f"triton_m{bm}_n{bn}_dv{bdv}_w{warps}_s{stages}_ms"
         try:
             attn[name] = median_ms(lambda a=(bm, bn, bdv, warps, stages): attention_triton.chunk_attention_triton(
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"comma-separated, from {','.join(PARTS)}")
     parser.add_argument("--lengths", default="32k,128k,1m", help="prefill lengths (Triton path)")
     parser.add_argument("--reference-lengths", default="32k,128k", help="prefill lengths of the reference path")
-    parser.add_argument("--llama-lengths", default="32k,128k,1m")
+    parser.add_argument("--llama-lengths", default="32k,64k,128k,1m")
     parser.add_argument("--refresh-length", default="128k")
     parser.add_argument("--paths", default="triton,reference", help="kernel paths: triton, reference")
     parser.add_argument("--decode-batches", default="1,8")
