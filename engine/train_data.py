@@ -2,6 +2,7 @@
 
 pretrain: the training split of the books (Gutenberg headers stripped, hard line wraps joined),
 tokenized into uint16 shards, documents separated by EOS.
+heldout: the held-out books, cleaned the same way, as .txt files for perplexity.
 tune: (document, question, answer) rows in exactly the layout the app feeds at inference:
     [BOS] before + document | after | answer [EOS]
 where (before, after) = megadoc.prompts.split(template, question=...). Questions come from QMSum
@@ -108,17 +109,28 @@ def prepare_tune(books: Path, qmsum_train: Path, tokenizer_path: Path, out: Path
     return len(rows)
 
 
+def write_heldout(books: Path, out: Path) -> int:
+    """The held-out books, cleaned exactly as training text is, as .txt files (for `megadoc eval ppl`)."""
+    _, heldout = split_books(books, HELDOUT_FRACTION, SPLIT_SEED)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in heldout:
+        (out / path.name.removesuffix(".gz")).write_text(clean_book(path), encoding="utf-8")
+    return len(heldout)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["pretrain", "tune"])
+    parser.add_argument("stage", choices=["pretrain", "tune", "heldout"])
     parser.add_argument("--books", type=Path, required=True)
-    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--tokenizer", type=Path, help="sentencepiece model (pretrain, tune)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--qmsum", type=Path, help="QMSum train/ (tune)")
     parser.add_argument("--per-book", type=int, default=40, help="questions per book (tune)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.stage == "pretrain":
+    if args.stage == "heldout":
+        print(f"{write_heldout(args.books, args.out)} held-out books in {args.out}")
+    elif args.stage == "pretrain":
         print(f"{prepare_pretrain(args.books, args.tokenizer, args.out)} tokens in {args.out}")
     else:
         if args.qmsum is None:
