@@ -12,7 +12,7 @@ python3 -m megadoc.engine.train_data pretrain --books .carry/books --tokenizer $
 # Tuning rows are built on the CPU while the GPU pretrains.
 nice python3 -m megadoc.engine.train_data tune --books .carry/books --qmsum runs/data/train --tokenizer $TOK \
   --out runs/data/tune.npz --per-book ${PER_BOOK:-12} > runs/tune-data.log 2>&1 &
-python3 -m megadoc.engine.train recipes/mini-pretrain.toml
+python3 -m megadoc.engine.train recipes/${PRETRAIN_RECIPE:-mini-pretrain}.toml
 wait
 cat runs/tune-data.log
 python3 -m megadoc.engine.train recipes/mini-tune.toml
