@@ -1,0 +1,36 @@
+"""The wheel holds every subpackage under `megadoc`, the prompt files and the shipped model files."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (path,) = out.glob("megadoc-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_wheel_holds_every_subpackage_under_megadoc(wheel):
+    names = set(wheel.namelist())
+    for module in ("cli", "engine/model", "engine/checkpoint", "kernels/cema", "kernels/timestep_norm",
+                   "kernels/attention", "evals/metrics", "evals/scrolls", "prompts/__init__", "ingest/pdf"):
+        assert f"megadoc/{module}.py" in names, module
+    for template in ("qa", "summary", "query_summary", "scrolls_qmsum"):
+        assert f"megadoc/prompts/{template}.txt" in names
+    assert "megadoc/models/mini/tokenizer.model" in names
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level <= {"megadoc"} | {n for n in top_level if n.endswith(".dist-info")}
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "megadoc = megadoc.cli:main" in wheel.read(entry_points).decode()
