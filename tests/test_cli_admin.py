@@ -11,13 +11,13 @@ from tests.oracle import ORACLE, needs_oracle
 app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
 
 
-def test_models_lists_the_default_as_not_installed_and_user_models(app_env, tiny_model_dir, tmp_path):
+def test_models_lists_the_shipped_default_and_user_models(app_env, tiny_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, tmp_path / "user-models" / "tiny")
     result = run_cli("models")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     mini = next(line for line in lines if " mini " in line)
-    assert "not installed yet" in mini
+    assert "shipped" in mini and "installed" in mini and "not installed" not in mini
     tiny = next(line for line in lines if " tiny " in line)
     assert "user" in tiny and "installed" in tiny and " M " in tiny
     book = write_pdf(tmp_path / "b.pdf", austen_paragraphs(1))

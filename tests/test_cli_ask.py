@@ -1,5 +1,6 @@
 """`megadoc ask` end to end: real PDFs and captions, the tiny model, the state cache, bad input."""
 
+import json
 import re
 
 import pytest
@@ -185,19 +186,21 @@ def _no_tokenizer(directory, tmp_path):
 @pytest.mark.parametrize(
     ("model", "phrase"),
     [
-        (lambda d, t: "mini", "model 'mini' is not installed yet"),
         (_truncated_weights, "unreadable weights"),
         (_no_tokenizer, "no tokenizer.model"),
         (lambda d, t: t / "nowhere", "no such model directory"),
     ],
-    ids=["mini-not-installed", "truncated", "no-tokenizer", "missing"],
+    ids=["truncated", "no-tokenizer", "missing"],
 )
 def test_bad_models_give_one_line_and_exit_1(app_env, tiny_model_dir, book, tmp_path, model, phrase):
     assert_one_line_error(ask(book, "Who?", model=model(tiny_model_dir, tmp_path)), phrase)
 
 
-def test_mini_is_the_default_and_is_not_replaced_by_anything(app_env, book):
-    assert_one_line_error(run_cli("ask", book, "Who?"), "not installed yet")
+def test_the_shipped_mini_model_is_the_default(app_env, book):
+    result = run_cli("ask", book, "Who is Anne?", "--json", "--max-tokens", "8", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["model"] == "mini" and answer["document"]["tokens"] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
