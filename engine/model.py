@@ -320,7 +320,9 @@ class Megalodon(nn.Module):
     def _refresh_norms(self, state: State) -> None:
         """The authors' procedure: norm statistics from a fresh pass over the last few chunks."""
         fresh = self.new_state(state.batch_size)
-        self(state.recent_ids, fresh, compute_logits=False)
+        recent, chunk = state.recent_ids, self.config.chunk_size
+        for start in range(0, recent.shape[1], chunk):  # chunk by chunk: memory stays that of one chunk
+            self(recent[:, start : start + chunk], fresh, compute_logits=False)
         for layer, refreshed in zip(state.layers, fresh.layers, strict=True):
             layer.norm = refreshed.norm
         state.final_norm = fresh.final_norm
