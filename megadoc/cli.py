@@ -1,4 +1,4 @@
-"""The `megadoc` command line: ask, summarize, models, cache, convert, eval.
+"""The `megadoc` command line: ask, read, summarize, models, cache, convert, eval.
 
 stdout carries only what was asked for (answers, summaries, tables, JSON); progress, warnings and
 errors go to stderr. Bad input ends with one line, `error: ...`, and exit status 1; Ctrl-C during
@@ -259,6 +259,36 @@ def _answer_json(
             "answer_s": round(response.seconds, 4),
         },
     }
+
+
+# -- read ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def read(
+    file: Annotated[str, typer.Argument(help="The document: any format `ask` reads (not stdin).")],
+    model: ModelOption = models.DEFAULT_MODEL,
+    max_tokens: MaxTokensOption = 256,
+    temperature: TemperatureOption = 0.0,
+    recall: RecallOption = True,
+    password: Annotated[str | None, typer.Option(help="Password of an encrypted PDF.")] = None,
+    device: DeviceOption = "auto",
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Open a document in the terminal reader: the text on the left, questions and cited answers
+    on the right. Quitting during the first read keeps what was read; the next open resumes.
+
+    Example: megadoc read persuasion.pdf
+    """
+    from megadoc.tui.app import ReaderApp
+
+    with user_errors():
+        if file == "-":
+            raise UsageError("read needs a file: the terminal is its input, so it cannot read stdin")
+    config = generation(max_tokens, temperature, None)
+    ReaderApp(
+        file, model=model, device=device, config=config, recall=recall, password=password, use_cache=not no_cache
+    ).run()
 
 
 # -- summarize -------------------------------------------------------------------------------------
