@@ -609,7 +609,10 @@ def eval_scrolls(
     split: Annotated[str, typer.Option(help="Split, for the original NarrativeQA and Qasper files.")] = "validation",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N examples.")] = None,
     model: ModelOption = models.DEFAULT_MODEL,
-    engine: Annotated[str, typer.Option(help="megadoc, hf (a Hugging Face model directory) or vllm.")] = "megadoc",
+    engine: Annotated[
+        str,
+        typer.Option(help="megadoc, lead (the first 10 sentences: a floor), hf (a Hugging Face model dir) or vllm."),
+    ] = "megadoc",
     recall: RecallOption = True,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", min=1, help="Answer length (default by task).")
@@ -676,8 +679,12 @@ def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: i
         loaded = models.load(model, models.choose_device(device))
         reader = Reader(loaded, cache=None)
         return MegalodonPredictor(reader, recall, max_tokens), f"{loaded.name} ({'recall' if recall else 'plain'})"
+    if engine == "lead":
+        from megadoc.evals.baselines import LeadBaseline
+
+        return LeadBaseline(), "lead-10 (first 10 sentences)"
     if engine not in ("hf", "vllm"):
-        raise UsageError(f"--engine must be megadoc, hf or vllm, not {engine!r}")
+        raise UsageError(f"--engine must be megadoc, lead, hf or vllm, not {engine!r}")
     if not Path(model).is_dir():
         raise UsageError(f"--engine {engine} needs --model DIR (a Hugging Face model directory)")
     from megadoc.evals.baselines import HFPredictor, VLLMPredictor

@@ -72,3 +72,16 @@ def test_scrolls_bad_input_is_one_line(app_env, tiny_model_dir, tmp_path):
     assert_one_line_error(run_cli(*base, "--task", "quality", "--data", tmp_path), "--task must be one of")
     hf = run_cli(*base, "--task", "qmsum", "--data", tmp_path / "x.jsonl", "--engine", "hf")
     assert_one_line_error(hf, "cannot load qmsum examples")
+
+
+def test_scrolls_lead_baseline_gives_the_first_sentences_and_a_real_score(app_env, tmp_path):
+    data = tmp_path / "val"
+    data.mkdir()
+    _meeting(data / "ES2004a.json")
+    out = tmp_path / "lead.jsonl"
+    result = run_cli("eval", "scrolls", "--task", "qmsum", "--data", data, "--engine", "lead", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["engine"] == "lead" and row["count"] == 2 and row["score"] > 0
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["prediction"].startswith("Project Manager: OK , we 're on .")
