@@ -1,0 +1,78 @@
+"""Training on the CPU: the loss falls, a run resumes from its own checkpoint, export ships bf16 matrices."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from megadoc.engine import Megalodon
+from megadoc.engine.train import IGNORE, Recipe, TuneRows, export, learning_rate, train
+
+
+@pytest.fixture
+def token_dir(tmp_path):
+    """A learnable stream: runs of 50 tokens, each the previous plus 3 (mod 64)."""
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, 64, 400)
+    stream = np.concatenate([(s + 3 * np.arange(50)) % 64 for s in starts]).astype(np.uint16)
+    (tmp_path / "tokens").mkdir()
+    np.save(tmp_path / "tokens" / "shard000.npy", stream)
+    return tmp_path / "tokens"
+
+
+def recipe(tmp_path, token_dir, **changes) -> Recipe:
+    base = dict(
+        out_dir=str(tmp_path / "run"), tokens=str(token_dir), model={"preset": "tiny", "vocab_size": 64},
+        seq_len=64, batch_size=4, steps=40, lr=1e-2, warmup_steps=5, log_every=5, save_every=20,
+    )
+    return Recipe(**(base | changes))
+
+
+def losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_tiny_model_learns_and_resumes(tmp_path, token_dir):
+    first = recipe(tmp_path, token_dir, steps=20)
+    train(first)
+    logged = losses(tmp_path / "run")
+    assert logged[-1] < 0.5 * logged[0]
+    saved = torch.load(tmp_path / "run" / "checkpoint" / "trainer.pt", weights_only=True)
+    assert saved["step"] == 20
+    train(recipe(tmp_path, token_dir, steps=40))  # picks up at step 20
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert losses(tmp_path / "run")[-1] < logged[-1]
+
+
+def test_export_ships_bf16_matrices_and_loads_as_float32(tmp_path, token_dir, sp_model_path):
+    checkpoint = train(recipe(tmp_path, token_dir, steps=5, save_every=5))
+    export(checkpoint, tmp_path / "shipped", sp_model_path)
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(tmp_path / "shipped" / "model.safetensors"))
+    assert tensors["layers.0.mega.wv.weight"].dtype == torch.bfloat16
+    assert tensors["layers.0.mega.cema.alpha"].dtype == torch.float32
+    model = Megalodon.from_pretrained(tmp_path / "shipped")
+    assert model.dtype == torch.float32 and (tmp_path / "shipped" / "tokenizer.model").is_file()
+
+
+def test_tune_rows_put_the_loss_on_answers_only(tmp_path):
+    ids = np.arange(10, 40, dtype=np.uint16)  # two rows: [10..24) with answer from 20, [24..40) from 36
+    np.savez(tmp_path / "t.npz", ids=ids, offsets=np.array([0, 14, 30]), answer_starts=np.array([10, 26]))
+    rows = TuneRows(tmp_path / "t.npz", seq_len=20, pad_id=0, rng=np.random.default_rng(0))
+    for _ in range(10):
+        inputs, targets = rows.sample()
+        assert inputs.shape == targets.shape == (20,)
+        scored = targets[targets != IGNORE]
+        assert set(scored.tolist()) <= {20, 21, 22, 23, 36, 37, 38, 39}
+        assert len(scored) == 4
+
+
+def test_learning_rate_warms_up_then_decays_by_steps_or_minutes(tmp_path, token_dir):
+    r = recipe(tmp_path, token_dir, steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1, max_minutes=10.0)
+    assert learning_rate(r, 0) == pytest.approx(0.1)
+    assert learning_rate(r, 10) == pytest.approx(1.0)
+    assert learning_rate(r, 100) == pytest.approx(0.1)
+    assert learning_rate(r, 20, minutes=10.0) == pytest.approx(0.1)  # the wall-clock budget ends first
