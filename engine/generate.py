@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from megadoc.engine.tokenizer import Tokenizer
 
 
+# Capturing the 7B's decoding step takes ~0.4 s (a few eager steps); each step then runs in ~13 ms instead of
+# ~100 ms (evals/SPEED.md), so from this many tokens on the graph is a clear win.
+STATIC_DECODE_MIN_TOKENS = 16
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int = 256
@@ -45,13 +50,20 @@ def sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Gene
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
+def static_decoding(model: Megalodon, config: GenerationConfig) -> bool:
+    """Whether `generate` decodes through the CUDA-graph `StaticDecoder`."""
+    return model.device.type == "cuda" and config.max_new_tokens >= STATIC_DECODE_MIN_TOKENS
+
+
 @torch.inference_mode()
 def generate(
     model: Megalodon, prompt_ids: torch.Tensor | Sequence[int], state: State, config: GenerationConfig
 ) -> Iterator[int]:
     """Feed `prompt_ids` (non-empty) into `state`, then yield up to `max_new_tokens` ids of batch row 0.
 
-    Stops after a stop id (which is yielded). `state` advances as tokens are produced."""
+    Stops after a stop id (which is yielded). `state` advances as tokens are produced; on CUDA, for
+    `STATIC_DECODE_MIN_TOKENS` or more, the tokens run as CUDA-graph steps (engine/decode.py) and
+    `state` catches up when the generator ends or is closed."""
     ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=model.device)
     if ids.dim() == 1:
         ids = ids[None]
@@ -62,13 +74,24 @@ def generate(
         generator = torch.Generator(device=model.device).manual_seed(config.seed)
     logits = model(ids, state)[:, -1]
     stop = set(config.stop_ids)
-    for _ in range(config.max_new_tokens):
-        token = sample(logits, config, generator)
-        value = int(token[0])
-        yield value
-        if value in stop:
-            return
-        logits = model(token[:, None], state)[:, -1]
+    decoder = None
+    if static_decoding(model, config):
+        from megadoc.engine.decode import StaticDecoder
+
+        decoder = StaticDecoder(model, state)
+    try:
+        for _ in range(config.max_new_tokens):
+            token = sample(logits, config, generator)
+            value = int(token[0])
+            yield value
+            if value in stop:
+                return
+            logits = model(token[:, None], state)[:, -1] if decoder is None else decoder.step(token)
+    finally:
+        if decoder is not None:
+            reached = decoder.to_state()
+            state.layers, state.final_norm, state.recent_ids = reached.layers, reached.final_norm, reached.recent_ids
+            state.position = reached.position
 
 
 def stream_text(

@@ -19,7 +19,7 @@ from torch import nn
 from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.state import LayerState, State
 from megadoc.kernels.attention import chunk_attention, rotary
-from megadoc.kernels.cema import cema, cema_coefficients, cema_step
+from megadoc.kernels.cema import CemaCoefficients, cema, cema_coefficients, cema_step
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step
 
 if TYPE_CHECKING:
@@ -82,9 +82,13 @@ class ComplexEMA(nn.Module):
         self.gamma.data[..., 1] = 0
         nn.init.trunc_normal_(self.omega, std=0.25, a=-1.0, b=1.0)
 
+    def coefficients(self) -> CemaCoefficients:
+        """The recurrence's coefficients; a decoder computes them once rather than every token."""
+        return cema_coefficients(self.alpha, self.delta, self.theta, self.gamma, self.omega)
+
     @torch.autocast("cuda", enabled=False)
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        coeffs = cema_coefficients(self.alpha, self.delta, self.theta, self.gamma, self.omega)
+        coeffs = self.coefficients()
         if x.shape[1] == 1:
             y, h = cema_step(x[:, 0], coeffs, h)
             return y[:, None], h
@@ -118,27 +122,37 @@ class MovingAverageGatedAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, state: LayerState, position: int, inv_freq: torch.Tensor
     ) -> tuple[torch.Tensor, LayerState]:
-        cfg = self.config
-        batch, length, _ = x.shape
-        heads, zh = cfg.num_heads, cfg.head_z_dim
         t, norm_stats = self.timenorm(x, state.norm)
         c, cema_h = self.cema(t, state.cema_h)
-        m = _offset_rms_norm(c, self.rmsnorm.weight, cfg.norm_eps)
+        positions = (position + torch.arange(x.shape[1], device=x.device)) % self.config.chunk_size
+        m, q, k, v, r = self.project(t, c, positions, inv_freq)
+        attn, cache_k, cache_v = _chunked_attention(q, k, v, state.k, state.v, position, self.config.chunk_size)
+        return self.gate(x, m, attn, r), LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
 
+    def project(
+        self, t: torch.Tensor, c: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """(m, q, k, v, r) from the norm's output t and the CEMA's output c [B, T, D]; q and k are
+        rotated at the in-chunk `positions` [T] (a device tensor, so a captured decoding step can
+        move it). Shared by `forward` and the static decoder (engine/decode.py)."""
+        cfg = self.config
+        heads, zh = cfg.num_heads, cfg.head_z_dim
+        m = _offset_rms_norm(c, self.rmsnorm.weight, cfg.norm_eps)
         z = self.wz(m).float().unflatten(-1, (heads, zh))
         z = F.rms_norm(z, (zh,), eps=cfg.norm_eps)
         scale = (self.gamma.float() + 1) / math.sqrt(zh)
         q = z * scale[0].view(heads, zh) + self.beta[0].float().view(heads, zh)
         k = z * scale[1].view(heads, zh) + self.beta[1].float().view(heads, zh)
-        positions = (position + torch.arange(length, device=x.device)) % cfg.chunk_size
-        q = rotary(q, inv_freq, positions).to(x.dtype)
-        k = rotary(k, inv_freq, positions).to(x.dtype)
+        q = rotary(q, inv_freq, positions).to(t.dtype)
+        k = rotary(k, inv_freq, positions).to(t.dtype)
         v = F.silu(self.wv(t)).unflatten(-1, (heads, cfg.head_value_dim))
         r = F.silu(self.wr(m))
+        return m, q, k, v, r
 
-        attn, cache_k, cache_v = _chunked_attention(q, k, v, state.k, state.v, position, cfg.chunk_size)
+    def gate(self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """The gated output projection of the attention [B, T, h, dv], plus the residual x."""
         h = self.wh1(m) + self.wh2(attn.flatten(-2) * r)
-        return h + x, LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
+        return h + x
 
 
 def _chunked_attention(q, k, v, cache_k, cache_v, position: int, chunk: int):
@@ -286,6 +300,10 @@ class Megalodon(nn.Module):
             recent = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
         return State(layers=layers, final_norm=self.output.final_norm.initial_stats(batch_size), recent_ids=recent)
 
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        return x * math.sqrt(self.config.model_dim) if self.config.scale_emb else x
+
     def forward(
         self, ids: torch.Tensor, state: State | None = None, *, compute_logits: bool = True
     ) -> torch.Tensor | None:
@@ -294,9 +312,7 @@ class Megalodon(nn.Module):
         Without a state, the sequence starts fresh. `compute_logits=False` skips the output head."""
         if state is None:
             state = self.new_state(ids.shape[0])
-        x = self.embed(ids)
-        if self.config.scale_emb:
-            x = x * math.sqrt(self.config.model_dim)
+        x = self.embed_ids(ids)
         inv_freq = self.rope.freqs
         for i, layer in enumerate(self.layers):
             x, state.layers[i] = layer(x, state.layers[i], state.position, inv_freq)

@@ -176,6 +176,66 @@ def bench_decode(model, paths: list[str], batches: list[int], steps: int, ceil: 
                    "fraction_of_floor": floor_ms / step_ms}
             results.setdefault("decode", {}).setdefault(path, {})[batch] = row
             log(f"  {row}")
+    for compiled, name in ((False, "triton, CUDA graph"), (True, "triton, CUDA graph + torch.compile")):
+        for batch in batches:
+            log(f"decode {name} batch {batch}")
+            row = time_graph_decode(model, batch, 4 * steps, floor_ms, compiled)
+            results.setdefault("decode", {}).setdefault(name, {})[batch] = row
+            log(f"  {row}")
+        results.setdefault("decode_step_kernels", {})[name] = profile_decode_step(model, compiled)
+
+
+def time_graph_decode(model, batch: int, steps: int, floor_ms: float, compiled: bool) -> dict[str, float]:
+    """Greedy decoding through engine/decode.py's StaticDecoder (one graph replay + argmax a token);
+    `capture_s` includes the warm-up steps (and the compilation when `compiled`)."""
+    from megadoc.engine.decode import StaticDecoder
+
+    set_path("triton")
+    cfg = model.config
+    state = model.new_state(batch)
+    with torch.inference_mode():
+        model.read(torch.randint(0, cfg.vocab_size, (batch, cfg.chunk_size), device="cuda"), state)
+        token = torch.randint(0, cfg.vocab_size, (batch,), device="cuda")
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        decoder = StaticDecoder(model, state, compiled=compiled)
+        torch.cuda.synchronize()
+        capture_s = time.perf_counter() - start
+        for _ in range(3):
+            token = decoder.step(token).argmax(-1)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            token = decoder.step(token).argmax(-1)
+        torch.cuda.synchronize()
+    step_ms = (time.perf_counter() - start) / steps * 1e3
+    cache_gb = decoder.cache_nbytes / 1e9
+    del decoder
+    free_memory()
+    return {"step_ms": step_ms, "tokens_per_s": batch * 1e3 / step_ms, "fraction_of_floor": floor_ms / step_ms,
+            "capture_s": capture_s, "cache_buffers_gb": cache_gb}
+
+
+def profile_decode_step(model, compiled: bool) -> dict[str, Any]:
+    """Kernels of one StaticDecoder step run without the graph (which replays the same ones), batch 1."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from megadoc.engine.decode import StaticDecoder
+
+    set_path("triton")
+    token = torch.randint(0, model.config.vocab_size, (1,), device="cuda")
+    with torch.inference_mode():
+        decoder = StaticDecoder(model, model.new_state(1), graph=False, compiled=compiled)
+        decoder.step(token)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            decoder.step(token)
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50)
+    log(table)
+    return {"kernels": len(kernels), "kernel_ms": sum(e.time_range.elapsed_us() for e in kernels) / 1e3,
+            "table": table}
 
 
 def profile_chunk(model, results: dict) -> None:
@@ -355,6 +415,9 @@ def render(results: dict) -> str:
                 lines.append(f"| megalodon 7B, {path} | {batch} | {row['step_ms']:.1f} | "
                              f"{row['tokens_per_s']:.0f} | {row['fraction_of_floor']:.1%} |")
         lines.append("")
+        for name, kernels in results.get("decode_step_kernels", {}).items():
+            lines += [f"One decoding step ({name}, batch 1): {kernels['kernels']} kernels, "
+                      f"{kernels['kernel_ms']:.2f} ms of kernel time.", ""]
     if "kernels" in results:
         lines += ["| kernel (7B, one 4096-token chunk) | figures (ms unless named) |", "|---|---|"]
         for name, row in results["kernels"].items():

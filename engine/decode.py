@@ -1,0 +1,210 @@
+"""One-token decoding steps over fixed-shape buffers, captured in a CUDA graph on the GPU.
+
+Decoding one token launches ~1,300 small kernels from Python: at batch 1 the launches, not the
+weights' bytes, set the step time (evals/SPEED.md). `StaticDecoder` keeps the whole streaming
+state in buffers whose shapes never change: the chunk's keys and values sit in [B, C, h, d]
+buffers, written at the in-chunk position (a device tensor) and read through the mask
+`slot <= position % C`, so a full chunk empties by the position wrapping to 0, with no Python
+branch on a device value. One step is then the same kernels on the same addresses every token:
+captured once in a `torch.cuda.CUDAGraph`, it replays with one launch. On the CPU the same step
+runs eagerly (how CI tests it).
+
+The step runs the model's own modules (`MovingAverageGatedAttention.project` / `.gate`, the
+timestep norms, `NormalizedFeedForward`) and the kernels' step functions; only the cache write and
+the masked attention over a full chunk are its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from megadoc.engine.model import Megalodon, MegalodonLayer, TimestepNorm
+from megadoc.engine.state import LayerState, State
+from megadoc.kernels.cema import CemaCoefficients, cema_step
+from megadoc.kernels.timestep_norm import NormStats
+
+WARMUP_STEPS = 2  # eager steps before capture: Triton compiles and cuBLAS picks its kernels
+
+
+@dataclass
+class _LayerBuffers:
+    norm: NormStats
+    cema_h: torch.Tensor  # [B, D, N] complex64
+    k: torch.Tensor  # [B, h, C, zh]: slots <= the in-chunk position are valid; heads first, so that
+    v: torch.Tensor  # [B, h, C, dv]   the attention's batched products read the buffers in place
+    coeffs: CemaCoefficients  # constant: computed once from the parameters
+
+
+def _copy_norm(dst: NormStats, src: NormStats) -> None:
+    dst.count.copy_(src.count)
+    dst.mean.copy_(src.mean)
+    dst.var.copy_(src.var)
+
+
+def _clone_norm(stats: NormStats) -> NormStats:
+    return NormStats(stats.count.clone(), stats.mean.clone(), stats.var.clone())
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """q [B, 1, h, dk] over all slots of k [B, h, C, dk], v [B, h, C, dv] where `valid` [C] -> [B, 1, h, dv].
+
+    The numerics of kernels/attention.py (scale folded into q, q k^T in the inputs' dtype, softmax
+    in float32, probabilities in v's dtype); invalid slots get probability 0 (their values must be
+    finite: the buffers start as zeros)."""
+    scores = (q.transpose(1, 2) @ k.transpose(-1, -2)).float()  # [B, h, 1, C]
+    scores = scores.masked_fill(~valid, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    return (probs @ v).transpose(1, 2)
+
+
+# Left out of torch.compile: the Triton CEMA step's wrapper views complex tensors as real ones, which
+# inductor does not compile, and inductor's fused kernel of the float64 norm step fails in Triton 3.6.
+_cema_step = torch.compiler.disable(cema_step)
+
+
+@torch.compiler.disable
+def _timestep_norm(norm: TimestepNorm, x: torch.Tensor, stats: NormStats) -> tuple[torch.Tensor, NormStats]:
+    return norm(x, stats)
+
+
+def _layer_step(
+    layer: MegalodonLayer, buf: _LayerBuffers, x: torch.Tensor, in_chunk: torch.Tensor, valid: torch.Tensor,
+    inv_freq: torch.Tensor,
+) -> torch.Tensor:
+    """One layer on one token x [B, 1, D]: advances the layer's buffers, returns its output."""
+    mega = layer.mega
+    t, norm = _timestep_norm(mega.timenorm, x, buf.norm)
+    c, cema_h = _cema_step(t[:, 0], buf.coeffs, buf.cema_h)
+    m, q, k, v, r = mega.project(t, c[:, None], in_chunk, inv_freq)
+    buf.k[:, :, in_chunk] = k.transpose(1, 2)  # an index_put_, which inductor keeps in place
+    buf.v[:, :, in_chunk] = v.transpose(1, 2)
+    y = mega.gate(x, m, masked_attention(q, buf.k, buf.v, valid), r)
+    _copy_norm(buf.norm, norm)
+    buf.cema_h.copy_(cema_h)
+    return layer.nffn(y, residual=x)
+
+
+@functools.cache
+def _compiled_layer_step() -> Callable[..., torch.Tensor]:
+    """`_layer_step` through torch.compile: fuses the ~100 small kernels of a layer into a few dozen.
+    One compilation serves every layer (the modules' parameters are inputs, not constants)."""
+    return torch.compile(_layer_step, dynamic=False)
+
+
+class StaticDecoder:
+    """Decodes one token per `step` from a copy of `state`; `to_state()` gives the state reached.
+
+    The model's parameters must not change while a decoder is in use (the CEMA coefficients are
+    computed once). `step` returns a buffer that the next step overwrites."""
+
+    @torch.inference_mode()
+    def __init__(self, model: Megalodon, state: State, graph: bool = True, compiled: bool = False) -> None:
+        """`graph=False` runs the steps eagerly on CUDA too (to compare against the replay);
+        `compiled=True` runs each layer through torch.compile (its first steps compile, ~a minute)."""
+        cfg, device = model.config, model.device
+        self._layer_step = _compiled_layer_step() if compiled else _layer_step
+        self.model, self.chunk = model, cfg.chunk_size
+        self._metadata = dict(state.metadata)
+        self._recent = None if state.recent_ids is None else [state.recent_ids]
+        batch = state.batch_size
+        self.position = state.position  # the host's count of tokens; mirrors the device tensor below
+        self._position = torch.zeros(1, dtype=torch.long, device=device)
+        self._slots = torch.arange(self.chunk, device=device)
+        self._ids = torch.zeros(batch, dtype=torch.long, device=device)
+        self._final = _clone_norm(state.final_norm)
+        self._layers = []
+        for layer, ls in zip(model.layers, state.layers, strict=True):
+            self._layers.append(
+                _LayerBuffers(
+                    norm=_clone_norm(ls.norm),
+                    cema_h=ls.cema_h.clone(),
+                    k=torch.zeros(batch, ls.k.shape[2], self.chunk, ls.k.shape[3], dtype=ls.k.dtype, device=device),
+                    v=torch.zeros(batch, ls.v.shape[2], self.chunk, ls.v.shape[3], dtype=ls.v.dtype, device=device),
+                    coeffs=layer.mega.cema.coefficients(),
+                )
+            )
+        self._load(state)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._logits = self._capture(state) if graph and device.type == "cuda" else None
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of the key and value buffers: every step reads all of them."""
+        return sum(b.k.nbytes + b.v.nbytes for b in self._layers)
+
+    def _load(self, state: State) -> None:
+        """Copy `state` into the buffers (again after the warm-up steps, which advanced them)."""
+        self._position.fill_(state.position)
+        _copy_norm(self._final, state.final_norm)
+        for buf, ls in zip(self._layers, state.layers, strict=True):
+            _copy_norm(buf.norm, ls.norm)
+            buf.cema_h.copy_(ls.cema_h)
+            buf.k[:, :, : ls.k.shape[1]] = ls.k.transpose(1, 2)
+            buf.v[:, :, : ls.v.shape[1]] = ls.v.transpose(1, 2)
+
+    def _capture(self, state: State) -> torch.Tensor:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_STEPS):
+                self._run()
+        torch.cuda.current_stream().wait_stream(side)
+        self._load(state)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            logits = self._run()
+        return logits
+
+    def _run(self) -> torch.Tensor:
+        """One step on the buffers: reads `_ids`, advances every buffer, returns logits [B, V] float32."""
+        model = self.model
+        x = model.embed_ids(self._ids[:, None])  # [B, 1, D]
+        in_chunk = torch.remainder(self._position, self.chunk)  # [1]: the slot this token fills
+        valid = self._slots <= in_chunk
+        for layer, buf in zip(model.layers, self._layers, strict=True):
+            x = self._layer_step(layer, buf, x, in_chunk, valid, model.rope.freqs)
+        y, final = model.output.final_norm(x, self._final)
+        _copy_norm(self._final, final)
+        self._position.add_(1)
+        return model.output.output(y[:, 0]).float()
+
+    @torch.inference_mode()
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed ids [B] (one token per row); logits [B, V] float32, valid until the next step."""
+        self._ids.copy_(ids.reshape(-1))
+        if self._recent is not None:
+            self._recent.append(self._ids[:, None].clone())
+            if len(self._recent) > self.chunk:
+                self._compact_recent()
+        self.position += 1
+        if self._graph is None:
+            return self._run()
+        self._graph.replay()
+        return self._logits
+
+    def _compact_recent(self) -> None:
+        """The recent ids as one tensor, trimmed as `Megalodon.forward` trims them."""
+        keep = self.model.config.norm_refresh_window * self.chunk
+        self._recent = [torch.cat(self._recent, 1)[:, -keep:]]
+
+    @torch.inference_mode()
+    def to_state(self) -> State:
+        """The streaming state reached, as the normal path holds it (keys and values trimmed to the chunk)."""
+        filled = self.position % self.chunk
+        def cache(buffer: torch.Tensor) -> torch.Tensor:
+            return buffer[:, :, :filled].transpose(1, 2).clone(memory_format=torch.contiguous_format)
+
+        layers = [
+            LayerState(norm=_clone_norm(b.norm), cema_h=b.cema_h.clone(), k=cache(b.k), v=cache(b.v))
+            for b in self._layers
+        ]
+        recent = None
+        if self._recent is not None:
+            self._compact_recent()
+            recent = self._recent[0].clone()
+        return State(layers=layers, final_norm=_clone_norm(self._final), position=self.position,
+                     recent_ids=recent, metadata=dict(self._metadata))

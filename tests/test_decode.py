@@ -1,0 +1,101 @@
+"""StaticDecoder (engine/decode.py) against the model's own one-token forward: logits, the state it
+reaches, and greedy generation; on CPU eagerly, and on a GPU its CUDA-graph replay in bf16."""
+
+import pytest
+import torch
+
+from megadoc.engine import Megalodon, MegalodonConfig, State
+from megadoc.engine import generate as generate_module
+from megadoc.engine.decode import StaticDecoder
+from megadoc.engine.generate import GenerationConfig
+from tests.oracle import rel_err
+
+TINY = MegalodonConfig.preset("tiny")  # chunk 16
+
+
+def perturbed_model(config: MegalodonConfig, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Megalodon:
+    """Random weights with every zero-initialised parameter made non-zero, so that each one matters."""
+    torch.manual_seed(0)
+    model = Megalodon(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if torch.all(param == 0) or "norm" in name or "gamma" in name or "beta" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    return model.to(device=device, dtype=dtype)
+
+
+def assert_states_equal(ours: State, theirs: State) -> None:
+    assert ours.position == theirs.position
+    assert ours.tensors().keys() == theirs.tensors().keys()
+    for name, a in ours.tensors().items():
+        b = theirs.tensors()[name]
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        assert torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize(
+    ("batch", "prompt", "refresh"),
+    [(1, 5, None), (2, 21, None), (2, 90, 2)],  # mid-chunk starts; the last keeps recent ids
+)
+def test_logits_and_state_match_one_token_forward(batch, prompt, refresh):
+    model = perturbed_model(TINY.replace(norm_refresh_after=refresh))
+    steps = 45  # crosses at least two chunk boundaries
+    ids = torch.randint(0, TINY.vocab_size, (batch, prompt + steps))
+    with torch.no_grad():
+        state = model.new_state(batch)
+        model(ids[:, :prompt], state)
+        decoder = StaticDecoder(model, state.clone())
+        for t in range(prompt, prompt + steps):
+            expected = model(ids[:, t : t + 1], state)[:, -1]
+            got = decoder.step(ids[:, t])
+            assert got.shape == expected.shape and got.dtype == torch.float32
+            assert rel_err(got, expected) < 1e-5, t
+    assert (prompt + steps) // TINY.chunk_size - prompt // TINY.chunk_size >= 2
+    assert_states_equal(decoder.to_state(), state)
+
+
+def test_to_state_continues_on_the_normal_path():
+    model = perturbed_model(TINY)
+    ids = torch.randint(0, TINY.vocab_size, (2, 40))
+    with torch.no_grad():
+        full = model(ids)
+        state = model.new_state(2)
+        model(ids[:, :10], state)
+        decoder = StaticDecoder(model, state)
+        for t in range(10, 30):
+            decoder.step(ids[:, t])
+        rest = model(ids[:, 30:], decoder.to_state())
+    assert rel_err(rest, full[:, 30:]) < 1e-5
+
+
+def test_greedy_generate_ids_unchanged_through_the_decoder(monkeypatch):
+    model = perturbed_model(TINY)
+    prompt = torch.randint(0, TINY.vocab_size, (7,))
+    config = GenerationConfig(max_new_tokens=40)
+    plain_state, static_state = model.new_state(), model.new_state()
+    plain = list(model.generate(prompt, plain_state, config))
+    monkeypatch.setattr(generate_module, "static_decoding", lambda model, config: True)
+    static = list(model.generate(prompt, static_state, config))
+    assert static == plain
+    assert_states_equal(static_state, plain_state)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_graph_replay_equals_eager_bf16(compiled):
+    model = perturbed_model(TINY.replace(chunk_size=64), device="cuda", dtype=torch.bfloat16)
+    ids = torch.randint(0, TINY.vocab_size, (2, 30 + 150), device="cuda")
+    with torch.inference_mode():
+        state = model.new_state(2)
+        model(ids[:, :30], state)
+        graph = StaticDecoder(model, state.clone(), compiled=compiled)
+        eager = StaticDecoder(model, state.clone(), graph=False)
+        for t in range(30, ids.shape[1]):
+            expected = model(ids[:, t : t + 1], state)[:, -1]
+            replayed = graph.step(ids[:, t]).clone()
+            assert torch.isfinite(replayed).all()
+            assert rel_err(replayed, eager.step(ids[:, t])) < (2e-2 if compiled else 1e-3), t
+            assert rel_err(replayed, expected) < 2e-2, t
+    reached = graph.to_state()
+    assert reached.position == state.position and reached.layers[0].k.shape == state.layers[0].k.shape
