@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -17,7 +18,8 @@ from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.model import Megalodon
 
 TIED_KEY = "output.output.weight"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "megadoc" / "models"
+# The models shipped inside the `megadoc` package (megadoc/models/<name>/), wherever it is installed.
+MODELS_DIR = Path(str(files("megadoc") / "models"))
 
 
 class CheckpointError(ValueError):

@@ -34,3 +34,11 @@ def test_wheel_holds_every_subpackage_under_megadoc(wheel):
     assert top_level <= {"megadoc"} | {n for n in top_level if n.endswith(".dist-info")}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "megadoc = megadoc.cli:main" in wheel.read(entry_points).decode()
+
+
+def test_shipped_models_are_found_through_the_package_not_the_source_tree():
+    import megadoc
+    from megadoc.engine.checkpoint import MODELS_DIR, resolve_model_dir
+
+    assert MODELS_DIR == Path(megadoc.__file__).resolve().parent / "models"
+    assert resolve_model_dir("mini") == MODELS_DIR / "mini"
