@@ -224,3 +224,38 @@ def test_main_screen_snapshot(app_env, tiny_model_dir, tmp_path, snap_compare):
         await pilot.press("slash", *"elliot", "enter", "escape")
 
     assert snap_compare(reader_app(book, tiny_model_dir), terminal_size=SIZE, run_before=ready)
+
+
+def test_a_failure_while_answering_is_a_notification_and_the_next_question_is_answered(
+    app_env, tiny_model_dir, tmp_path, monkeypatch
+):
+    from megadoc.reader import Reader
+
+    book = short_book(tmp_path / "persuasion.pdf", pages=2)
+    app = reader_app(book, tiny_model_dir)
+    real_ask = Reader.ask
+    failures = iter([RuntimeError("CUDA error: device-side assert triggered\nsecond line")])
+
+    def ask_failing_once(self, *args, **kwargs):  # a fault injected into the real pipeline, once
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_ask(self, *args, **kwargs)
+
+    monkeypatch.setattr(Reader, "ask", ask_failing_once)
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await until(pilot, lambda: app.read is not None, "the read")
+            await pilot.click("#question")
+            await pilot.press(*"Who?", "enter")
+            [failed] = app.query(Exchange)
+            await until(pilot, lambda: "Cannot answer" in str(failed._answer.render()), "the failure note")
+            assert "device-side assert triggered" in str(failed._answer.render())
+            assert any("Answering failed" in (n.title or "") for n in app._notifications)
+            await pilot.press(*"Who else?", "enter")
+            second = list(app.query(Exchange))[-1]
+            await until(pilot, lambda: not app._answering, "the second answer")
+            assert "Cannot answer" not in str(second._answer.render()) and status_line(app).endswith("ready")
+
+    run(scenario)

@@ -29,6 +29,7 @@ from megadoc.tui.conversation import CitationLink, Conversation, Exchange
 from megadoc.tui.document_view import DocumentView
 from megadoc.tui.messages import (
     AnswerDone,
+    AnswerFailed,
     AnswerPiece,
     DocumentLoaded,
     ModelLoaded,
@@ -156,11 +157,15 @@ class ReaderApp(App[None]):
     def answer(self, exchange: Exchange, question: str) -> None:
         assert self.reader is not None and self.read is not None
         worker = get_current_worker()
-        response = self.reader.ask(self.read, question, self.config, recall=self.recall)
-        for piece in response:
-            if worker.is_cancelled:
-                return
-            self.post_message(AnswerPiece(exchange, piece))
+        try:
+            response = self.reader.ask(self.read, question, self.config, recall=self.recall)
+            for piece in response:
+                if worker.is_cancelled:
+                    return
+                self.post_message(AnswerPiece(exchange, piece))
+        except Exception as error:  # noqa: BLE001 - any failure of one answer is shown, never a crash
+            self.post_message(AnswerFailed(exchange, _one_line(error)))
+            return
         self.post_message(AnswerDone(exchange, response.citations))
 
     # -- what the workers report -----------------------------------------------------------------
@@ -219,6 +224,13 @@ class ReaderApp(App[None]):
     def on_answer_done(self, message: AnswerDone) -> None:
         message.exchange.finish(message.citations)
         self.query_one(Conversation).scroll_end(animate=False)
+        self._answering = False
+        self.status.phase = "ready"
+        self._answer_next()
+
+    def on_answer_failed(self, message: AnswerFailed) -> None:
+        message.exchange.note(f"Cannot answer: {message.error}")
+        self.notify(message.error, title="Answering failed", severity="error", timeout=30)
         self._answering = False
         self.status.phase = "ready"
         self._answer_next()

@@ -67,3 +67,9 @@ class AnswerDone(Message):
     def __init__(self, exchange: Exchange, citations: list[Citation]) -> None:
         super().__init__()
         self.exchange, self.citations = exchange, citations
+
+
+class AnswerFailed(Message):
+    def __init__(self, exchange: Exchange, error: str) -> None:
+        super().__init__()
+        self.exchange, self.error = exchange, error
