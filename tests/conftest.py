@@ -1,8 +1,16 @@
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from megadoc.engine.tokenizer import train_tokenizer
+# Without a GPU the Triton kernels run under triton's interpreter. Triton reads this when it is first
+# imported, which other modules can do early (torch.compile, torch.compiler.disable), so it is set
+# here, before any test module is collected.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from megadoc.engine.tokenizer import train_tokenizer  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,18 +1,14 @@
 """The Triton kernels against their plain-PyTorch references, on fresh random inputs.
 
-Without a GPU the kernels run under triton's interpreter (TRITON_INTERPRET=1, set here before
-triton is imported) on CPU tensors and small shapes; with one they run compiled, and the tests
+Without a GPU the kernels run under triton's interpreter (TRITON_INTERPRET=1, set by conftest.py
+before anything imports triton) on CPU tensors and small shapes; with one they run compiled, and the tests
 marked `gpu` add the 7B's shapes and the model end to end. References are computed in float64
 on the same device, with MEGADOC_KERNELS=reference so that the entry points run them on CUDA too.
 """
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
 from megadoc.kernels.attention import chunk_attention  # noqa: E402
