@@ -113,11 +113,12 @@ def _scan_blocks(
     ) if nblocks else h.new_zeros(batch, 0, dim, coeffs.p.shape[1])
 
     # The state entering each block: a short sequential pass over block boundaries.
+    # (`unbind`, not `local_end[:, n]`: each select's backward writes a whole zero-filled gradient.)
     q_block = torch.exp(coeffs.log_q * block)
     entering = []
-    for n in range(nblocks):
+    for block_end in local_end.unbind(1):
         entering.append(h)
-        h = q_block * h + local_end[:, n]
+        h = q_block * h + block_end
     if nblocks:
         # What the entering state adds at step t of its block: Re(sum_n g q^(t+1) h_in).
         carry = coeffs.g[..., None] * _powers(coeffs.log_q, steps + 1)  # [D, N, K]
