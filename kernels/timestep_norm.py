@@ -8,7 +8,7 @@ and is normalized with the statistics through itself. Padded tokens update nothi
 - `timestep_norm`: a span of tokens at once (prefix sums in float64 relative to the carried mean,
   so long streams keep their precision); the reference the Triton kernel must equal.
 - `timestep_norm_step`: one decoding token, the Welford update written out.
-On CUDA tensors `timestep_norm` runs the Triton kernel (kernels/timestep_norm_triton.py) unless
+On CUDA tensors both run the Triton kernels (kernels/timestep_norm_triton.py) unless
 MEGADOC_KERNELS=reference (see kernels/dispatch.py).
 """
 
@@ -28,6 +28,12 @@ class NormStats:
     count: torch.Tensor
     mean: torch.Tensor
     var: torch.Tensor
+
+    def copy_(self, src: NormStats) -> None:
+        """Overwrite these tensors with `src`'s values, in place."""
+        self.count.copy_(src.count)
+        self.mean.copy_(src.mean)
+        self.var.copy_(src.var)
 
 
 def _group_moments(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,9 +102,19 @@ def timestep_norm(
 
 
 def timestep_norm_step(
-    x: torch.Tensor, stats: NormStats, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
+    x: torch.Tensor,
+    stats: NormStats,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-5,
+    out: NormStats | None = None,
 ) -> tuple[torch.Tensor, NormStats]:
-    """One token per row: x [B, D] -> (y [B, D], updated statistics)."""
+    """One token per row: x [B, D] -> (y [B, D], updated statistics), the latter written into `out`
+    when given (it may be `stats` itself: an in-place update)."""
+    if use_triton(x):
+        from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton
+
+        return timestep_norm_step_triton(x, stats, weight, bias, eps, out)
     m, v = _group_moments(x, stats.mean.shape[-1])
     c = 1.0 / (stats.count.to(torch.float64) + 1)[:, None]
     d = m - stats.mean
@@ -106,4 +122,7 @@ def timestep_norm_step(
     var = stats.var + c * (v + (1 - c) * d.square() - stats.var)
     y = _normalize(x, mean, var, weight, bias, eps)
     new = NormStats(count=stats.count + 1, mean=mean.to(stats.mean.dtype), var=var.to(stats.var.dtype))
+    if out is not None:
+        out.copy_(new)
+        new = out
     return y.to(x.dtype), new

@@ -10,6 +10,10 @@ carried from before the block by Chan's formula
 whose terms are all non-negative: float32 holds its precision after a million tokens, where the
 reference needs float64 prefix sums. Padded tokens carry zero weight and output exact zeros.
 Traffic: x read once, y written once (plus the mask); the statistics stay in registers.
+
+`timestep_norm_step_triton` is the one-token step (decoding) in one launch instead of the
+reference's ~25 small float64 kernels: one program per batch row, in float64 as the reference, the
+new statistics written in place when asked (a CUDA graph's buffers need no copies afterwards).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import triton.language as tl
 from megadoc.kernels.timestep_norm import NormStats
 
 BLOCK_T = 64  # tokens per block
+STEP_TILE = 4096  # features per block of the one-token step (the 7B's D: one block)
 
 
 @triton.jit
@@ -145,3 +150,88 @@ def timestep_norm_triton(
         HAS_PAD=padding_mask is not None, num_warps=4,
     )
     return y, NormStats(count=count, mean=mean.to(stats.mean.dtype), var=var.to(stats.var.dtype))
+
+
+@triton.jit
+def _timestep_norm_step_kernel(
+    x_ptr,  # [B, D]
+    y_ptr,  # [B, D] x's dtype
+    weight_ptr,  # [D]
+    bias_ptr,  # [D]
+    count_ptr,  # [B] int64
+    mean_ptr,  # [B, G]
+    var_ptr,  # [B, G]
+    count_out_ptr,  # [B] int64: may be count_ptr itself
+    mean_out_ptr,  # [B, G]: may be mean_ptr itself
+    var_out_ptr,  # [B, G]: may be var_ptr itself
+    dim,
+    groups,
+    eps,
+    GROUP_SIZE: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_GROUPS: tl.constexpr,
+):
+    """Program (batch row): one token, BLOCK_GROUPS groups at a time, in float64 as the reference."""
+    row = tl.program_id(0)
+    count = tl.load(count_ptr + row)
+    c = 1.0 / (count.to(tl.float64) + 1.0)
+    f = tl.arange(0, BLOCK_F)
+    f_mask = f < GROUP_SIZE
+    x_row = row.to(tl.int64) * dim
+    for g0 in range(0, groups, BLOCK_GROUPS):
+        g = g0 + tl.arange(0, BLOCK_GROUPS)
+        g_mask = g < groups
+        cols = g[:, None] * GROUP_SIZE + f[None, :]
+        mask = g_mask[:, None] & f_mask[None, :]
+        x = tl.load(x_ptr + x_row + cols, mask=mask, other=0.0).to(tl.float32).to(tl.float64)
+        m = tl.sum(x, axis=1) / GROUP_SIZE
+        centred = tl.where(mask, x - m[:, None], 0.0)
+        v = tl.sum(centred * centred, axis=1) / GROUP_SIZE
+
+        stat = row * groups + g
+        mean0 = tl.load(mean_ptr + stat, mask=g_mask, other=0.0).to(tl.float64)
+        var0 = tl.load(var_ptr + stat, mask=g_mask, other=1.0).to(tl.float64)
+        d = m - mean0
+        mean = mean0 + c * d
+        var = var0 + c * (v + (1.0 - c) * d * d - var0)
+
+        rstd = 1.0 / tl.sqrt(var + eps)
+        scale = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32) + 1.0
+        shift = tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        y = ((x - mean[:, None]) * rstd[:, None]).to(tl.float32) * scale + shift
+        tl.store(y_ptr + x_row + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+        # Every thread has read the old statistics before any overwrites them (outputs may alias inputs).
+        tl.debug_barrier()
+        tl.store(mean_out_ptr + stat, mean.to(mean_out_ptr.dtype.element_ty), mask=g_mask)
+        tl.store(var_out_ptr + stat, var.to(var_out_ptr.dtype.element_ty), mask=g_mask)
+    tl.store(count_out_ptr + row, count + 1)
+
+
+def timestep_norm_step_triton(
+    x: torch.Tensor,
+    stats: NormStats,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-5,
+    out: NormStats | None = None,
+) -> tuple[torch.Tensor, NormStats]:
+    """One token per row in one launch: x [B, D] -> (y [B, D] in x's dtype, updated statistics).
+
+    The statistics go to `out` (contiguous; may be `stats` itself, to update in place), else to new
+    tensors. No host synchronisation: usable inside a CUDA graph."""
+    batch, dim = x.shape
+    groups = stats.mean.shape[-1]
+    group_size = dim // groups
+    if out is None:
+        out = NormStats(torch.empty_like(stats.count), torch.empty_like(stats.mean), torch.empty_like(stats.var))
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    block_f = triton.next_power_of_2(group_size)
+    block_groups = min(triton.next_power_of_2(groups), max(1, STEP_TILE // block_f))
+    _timestep_norm_step_kernel[(batch,)](
+        x, y, weight.contiguous(), bias.contiguous(),
+        stats.count.contiguous(), stats.mean.contiguous(), stats.var.contiguous(), out.count, out.mean, out.var,
+        dim, groups, eps,
+        GROUP_SIZE=group_size, BLOCK_F=block_f, BLOCK_GROUPS=block_groups, num_warps=4,
+    )
+    return y, out
