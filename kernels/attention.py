@@ -5,8 +5,10 @@ chunk (or a batch of whole chunks folded into the batch dimension). Keys may sta
 same chunk than the queries (the decoding cache): the queries are the LAST Tq of the Tk keys'
 positions. Scores use scale 1 (the 1/sqrt(d) is folded into q upstream); q k^T in the inputs'
 dtype, softmax in float32, probabilities cast back to v's dtype, as the authors' bf16 runs do.
-On CUDA tensors `chunk_attention` runs kernels/attention_triton.py unless MEGADOC_KERNELS=reference
-(see kernels/dispatch.py).
+`decode_attention` is the decoding step's form: one query per row over a chunk's fixed-size key and
+value buffers, of which only the slots up to a device-side index are valid (a CUDA graph can replay
+it as that index moves). On CUDA tensors `chunk_attention` and `decode_attention` run
+kernels/attention_triton.py unless MEGADOC_KERNELS=reference (see kernels/dispatch.py).
 """
 
 from __future__ import annotations
@@ -37,3 +39,19 @@ def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     scores = scores.masked_fill(key_pos > query_pos, float("-inf"))
     probs = torch.softmax(scores, dim=-1).to(v.dtype)
     return torch.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """q [B, 1, h, dk] over the slots 0..last of k [B, h, C, dk], v [B, h, C, dv] -> [B, 1, h, dv].
+
+    `last` is a one-element int64 device tensor (0 <= last < C). The numerics of `chunk_attention`;
+    the slots after `last` get probability 0 (their values must be finite)."""
+    if use_triton(q):
+        from megadoc.kernels.attention_triton import decode_attention_triton
+
+        return decode_attention_triton(q, k, v, last)
+    valid = torch.arange(k.shape[2], device=k.device) <= last
+    scores = (q.transpose(1, 2) @ k.transpose(-1, -2)).float()  # [B, h, 1, C]
+    scores = scores.masked_fill(~valid, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    return (probs @ v).transpose(1, 2)

@@ -13,6 +13,17 @@ Two implementations:
   interpreter multiplies bf16 operands as their raw 16-bit integers.
 - `chunk_attention_sdpa`: torch's scaled_dot_product_attention with the causal mask aligned to the
   bottom right (the queries' offset), scale 1.
+
+`decode_attention_triton` is the decoding step (`decode_attention` in kernels/attention.py): one
+query per (batch, head) over the valid slots of a chunk's fixed-size key/value buffers, split-K
+("flash decoding") so that batch 1 with 4 heads still spreads over the GPU. Program (value slice,
+key split, batch x head) reads the index of the last valid slot from device memory, returns at once
+when its split holds no valid slot, and otherwise keeps an online softmax over its keys in float32;
+a second kernel merges the splits' partial outputs. The value slices of one split each recompute
+its scores (one query: dk multiply-adds per key; the repeated key reads mostly hit L2). Deviations
+from the reference, all within bf16 rounding: scores stay float32 (the reference rounds q k^T to the
+inputs' dtype), and the probabilities cast to v's dtype are exp(s - the split's running max), not
+the final normalized ones (as in the chunk kernel).
 """
 
 from __future__ import annotations
@@ -158,3 +169,151 @@ def chunk_attention_gpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     if os.environ.get("MEGADOC_ATTENTION", "triton") == "sdpa":
         return chunk_attention_sdpa(q, k, v)
     return chunk_attention_triton(q, k, v)
+
+
+@triton.jit
+def _decode_attention_kernel(
+    q_ptr,  # [B, 1, h, dk]
+    k_ptr,  # [B, h, C, dk]
+    v_ptr,  # [B, h, C, dv]
+    last_ptr,  # [1] int64: the last valid slot
+    part_ptr,  # [B * h, S, dv] float32: each split's unnormalized output
+    max_ptr,  # [B * h, S] float32: each split's score maximum
+    sum_ptr,  # [B * h, S] float32: each split's sum of exp(score - maximum)
+    heads,
+    dk,
+    dv,
+    splits,
+    split_len,
+    stride_qb, stride_qh,
+    stride_kb, stride_kh, stride_kc,
+    stride_vb, stride_vh, stride_vc,
+    BLOCK_N: tl.constexpr,
+    BLOCK_DK: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+):
+    """Program (value slice, split, batch x head): the split's valid keys against one value slice."""
+    pid_v = tl.program_id(0)
+    split = tl.program_id(1)
+    bh = tl.program_id(2)
+    batch = bh // heads
+    head = bh % heads
+    valid = tl.load(last_ptr) + 1
+    start = split * split_len
+    if start < valid:
+        stop = tl.minimum(start + split_len, valid)
+        kd = tl.arange(0, BLOCK_DK)
+        vd = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
+        kd_mask = kd < dk
+        vd_mask = vd < dv
+        q = tl.load(q_ptr + batch.to(tl.int64) * stride_qb + head * stride_qh + kd, mask=kd_mask, other=0.0)
+        q = q.to(tl.float32)
+        k_base = k_ptr + batch.to(tl.int64) * stride_kb + head * stride_kh
+        v_base = v_ptr + batch.to(tl.int64) * stride_vb + head * stride_vh
+        run_max = tl.max(tl.full([BLOCK_N], float("-inf"), tl.float32), axis=0)
+        run_sum = tl.sum(tl.zeros([BLOCK_N], tl.float32), axis=0)
+        acc = tl.zeros([BLOCK_DV], tl.float32)
+        for n0 in range(start, stop, BLOCK_N):
+            keys = n0 + tl.arange(0, BLOCK_N)
+            key_mask = keys < stop
+            k = tl.load(k_base + keys[:, None] * stride_kc + kd[None, :], mask=key_mask[:, None] & kd_mask[None, :],
+                        other=0.0)
+            scores = tl.sum(q[None, :] * k.to(tl.float32), axis=1)
+            scores = tl.where(key_mask, scores, float("-inf"))
+            new_max = tl.maximum(run_max, tl.max(scores, axis=0))
+            rescale = tl.exp(run_max - new_max)
+            probs = tl.exp(scores - new_max)
+            run_sum = run_sum * rescale + tl.sum(probs, axis=0)
+            v = tl.load(v_base + keys[:, None] * stride_vc + vd[None, :], mask=key_mask[:, None] & vd_mask[None, :],
+                        other=0.0)
+            probs = probs.to(v.dtype).to(tl.float32)
+            acc = acc * rescale + tl.sum(probs[:, None] * v.to(tl.float32), axis=0)
+            run_max = new_max
+        row = bh.to(tl.int64) * splits + split
+        tl.store(part_ptr + row * dv + vd, acc, mask=vd_mask)
+        tl.store(max_ptr + row, run_max, mask=pid_v == 0)
+        tl.store(sum_ptr + row, run_sum, mask=pid_v == 0)
+
+
+@triton.jit
+def _decode_combine_kernel(
+    part_ptr,  # [B * h, S, dv] float32
+    max_ptr,  # [B * h, S] float32
+    sum_ptr,  # [B * h, S] float32
+    last_ptr,  # [1] int64
+    o_ptr,  # [B, 1, h, dv] v's dtype
+    heads,
+    dv,
+    splits,
+    split_len,
+    stride_ob, stride_oh,
+    BLOCK_S: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+):
+    """Program (value slice, batch x head): the splits that hold valid slots, merged by their maxima."""
+    pid_v = tl.program_id(0)
+    bh = tl.program_id(1)
+    active = (tl.load(last_ptr) + split_len) // split_len  # splits holding a valid slot
+    s = tl.arange(0, BLOCK_S)
+    s_mask = s < active
+    rows = bh.to(tl.int64) * splits + s
+    maxima = tl.load(max_ptr + rows, mask=s_mask, other=float("-inf"))
+    weights = tl.where(s_mask, tl.exp(maxima - tl.max(maxima, axis=0)), 0.0)
+    total = tl.sum(weights * tl.load(sum_ptr + rows, mask=s_mask, other=0.0), axis=0)
+    vd = pid_v * BLOCK_DV + tl.arange(0, BLOCK_DV)
+    vd_mask = vd < dv
+    parts = tl.load(part_ptr + rows[:, None] * dv + vd[None, :], mask=s_mask[:, None] & vd_mask[None, :], other=0.0)
+    out = tl.sum(weights[:, None] * parts, axis=0) / total
+    batch = bh // heads
+    head = bh % heads
+    tl.store(o_ptr + batch.to(tl.int64) * stride_ob + head * stride_oh + vd, out.to(o_ptr.dtype.element_ty),
+             mask=vd_mask)
+
+
+def _decode_blocks(dv: int, is_cuda: bool) -> dict[str, int]:
+    if not is_cuda:  # the CPU interpreter: small tiles
+        return {"block_n": 16, "block_dv": min(32, triton.next_power_of_2(dv)), "num_warps": 4, "programs": 8}
+    return {"block_n": 32, "block_dv": min(512, triton.next_power_of_2(dv)), "num_warps": 8, "programs": 1024}
+
+
+def _split_len(slots: int, programs_per_split: int, block_n: int, programs: int) -> int:
+    """Keys per split: enough splits for about `programs` programs at a full chunk, in whole key blocks."""
+    wanted = max(1, programs // programs_per_split)
+    return triton.cdiv(triton.cdiv(slots, wanted), block_n) * block_n
+
+
+def decode_attention_triton(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, last: torch.Tensor, **blocks: int
+) -> torch.Tensor:
+    """q [B, 1, h, dk] over the slots 0..last of k [B, h, C, dk], v [B, h, C, dv] -> [B, 1, h, dv] in v's dtype.
+
+    `last` is a one-element int64 device tensor, read by the kernels: no host synchronisation, so a
+    CUDA graph replays this as `last` moves. `blocks` overrides block_n, block_dv, num_warps and
+    programs (the programs wanted at a full chunk, which sets the keys per split), or sets split_len."""
+    batch, _, heads, dk = q.shape
+    slots, dv = k.shape[2], v.shape[-1]
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    config = _decode_blocks(dv, q.is_cuda) | blocks
+    block_dv = config["block_dv"]
+    dv_slices = triton.cdiv(dv, block_dv)
+    split_len = config.get("split_len") or _split_len(
+        slots, batch * heads * dv_slices, config["block_n"], config["programs"])
+    splits = triton.cdiv(slots, split_len)
+    parts = torch.empty(batch * heads, splits, dv, dtype=torch.float32, device=q.device)
+    maxima = torch.empty(batch * heads, splits, dtype=torch.float32, device=q.device)
+    sums = torch.empty_like(maxima)
+    _decode_attention_kernel[(dv_slices, splits, batch * heads)](
+        q, k, v, last, parts, maxima, sums, heads, dk, dv, splits, split_len,
+        q.stride(0), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        BLOCK_N=config["block_n"], BLOCK_DK=triton.next_power_of_2(dk), BLOCK_DV=block_dv,
+        num_warps=config["num_warps"],
+    )
+    out = torch.empty(batch, 1, heads, dv, dtype=v.dtype, device=v.device)
+    block_s = triton.next_power_of_2(splits)
+    combine_dv = min(triton.next_power_of_2(dv), max(16, 4096 // block_s))
+    _decode_combine_kernel[(triton.cdiv(dv, combine_dv), batch * heads)](
+        parts, maxima, sums, last, out, heads, dv, splits, split_len, out.stride(0), out.stride(2),
+        BLOCK_S=block_s, BLOCK_DV=combine_dv, num_warps=4,
+    )
+    return out
