@@ -2,16 +2,16 @@
 
 Decoding one token launches ~1,300 small kernels from Python: at batch 1 the launches, not the
 weights' bytes, set the step time (evals/SPEED.md). `StaticDecoder` keeps the whole streaming
-state in buffers whose shapes never change: the chunk's keys and values sit in [B, C, h, d]
-buffers, written at the in-chunk position (a device tensor) and read through the mask
-`slot <= position % C`, so a full chunk empties by the position wrapping to 0, with no Python
-branch on a device value. One step is then the same kernels on the same addresses every token:
-captured once in a `torch.cuda.CUDAGraph`, it replays with one launch. On the CPU the same step
-runs eagerly (how CI tests it).
+state in buffers whose shapes never change: the chunk's keys and values sit in [B, h, C, d]
+buffers, written at the in-chunk position (a device tensor) and read up to the slot `position % C`
+(kernels/attention.py's `decode_attention`), so a full chunk empties by the position wrapping to 0,
+with no Python branch on a device value. One step is then the same kernels on the same addresses
+every token: captured once in a `torch.cuda.CUDAGraph`, it replays with one launch. On the CPU the
+same step runs eagerly (how CI tests it).
 
 The step runs the model's own modules (`MovingAverageGatedAttention.project` / `.gate`, the
-timestep norms, `NormalizedFeedForward`) and the kernels' step functions; only the cache write and
-the masked attention over a full chunk are its own.
+timestep norms' parameters, `NormalizedFeedForward`) and the kernels' step functions; only the
+cache write is its own.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import torch
 
 from megadoc.engine.model import Megalodon, MegalodonLayer, TimestepNorm
 from megadoc.engine.state import LayerState, State
+from megadoc.kernels.attention import decode_attention
 from megadoc.kernels.cema import CemaCoefficients, cema_step
-from megadoc.kernels.timestep_norm import NormStats
+from megadoc.kernels.timestep_norm import NormStats, timestep_norm_step
 
 WARMUP_STEPS = 2  # eager steps before capture: Triton compiles and cuBLAS picks its kernels
 
@@ -39,51 +40,35 @@ class _LayerBuffers:
     coeffs: CemaCoefficients  # constant: computed once from the parameters
 
 
-def _copy_norm(dst: NormStats, src: NormStats) -> None:
-    dst.count.copy_(src.count)
-    dst.mean.copy_(src.mean)
-    dst.var.copy_(src.var)
-
-
 def _clone_norm(stats: NormStats) -> NormStats:
     return NormStats(stats.count.clone(), stats.mean.clone(), stats.var.clone())
 
 
-def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """q [B, 1, h, dk] over all slots of k [B, h, C, dk], v [B, h, C, dv] where `valid` [C] -> [B, 1, h, dv].
-
-    The numerics of kernels/attention.py (scale folded into q, q k^T in the inputs' dtype, softmax
-    in float32, probabilities in v's dtype); invalid slots get probability 0 (their values must be
-    finite: the buffers start as zeros)."""
-    scores = (q.transpose(1, 2) @ k.transpose(-1, -2)).float()  # [B, h, 1, C]
-    scores = scores.masked_fill(~valid, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    return (probs @ v).transpose(1, 2)
-
-
 # Left out of torch.compile: the Triton CEMA step's wrapper views complex tensors as real ones, which
-# inductor does not compile, and inductor's fused kernel of the float64 norm step fails in Triton 3.6.
+# inductor does not compile; inductor's fused kernel of the float64 norm step fails in Triton 3.6;
+# the Triton kernels of the norm step and the attention run as they are.
 _cema_step = torch.compiler.disable(cema_step)
+_decode_attention = torch.compiler.disable(decode_attention)
 
 
 @torch.compiler.disable
-def _timestep_norm(norm: TimestepNorm, x: torch.Tensor, stats: NormStats) -> tuple[torch.Tensor, NormStats]:
-    return norm(x, stats)
+def _timestep_norm(norm: TimestepNorm, x: torch.Tensor, stats: NormStats) -> torch.Tensor:
+    """`norm` on one token x [B, 1, D]; advances `stats` in place (on CUDA inside the kernel: no copies)."""
+    y, _ = timestep_norm_step(x[:, 0], stats, norm.weight, norm.bias, norm.eps, out=stats)
+    return y[:, None]
 
 
 def _layer_step(
-    layer: MegalodonLayer, buf: _LayerBuffers, x: torch.Tensor, in_chunk: torch.Tensor, valid: torch.Tensor,
-    inv_freq: torch.Tensor,
+    layer: MegalodonLayer, buf: _LayerBuffers, x: torch.Tensor, in_chunk: torch.Tensor, inv_freq: torch.Tensor
 ) -> torch.Tensor:
     """One layer on one token x [B, 1, D]: advances the layer's buffers, returns its output."""
     mega = layer.mega
-    t, norm = _timestep_norm(mega.timenorm, x, buf.norm)
+    t = _timestep_norm(mega.timenorm, x, buf.norm)
     c, cema_h = _cema_step(t[:, 0], buf.coeffs, buf.cema_h)
     m, q, k, v, r = mega.project(t, c[:, None], in_chunk, inv_freq)
     buf.k[:, :, in_chunk] = k.transpose(1, 2)  # an index_put_, which inductor keeps in place
     buf.v[:, :, in_chunk] = v.transpose(1, 2)
-    y = mega.gate(x, m, masked_attention(q, buf.k, buf.v, valid), r)
-    _copy_norm(buf.norm, norm)
+    y = mega.gate(x, m, _decode_attention(q, buf.k, buf.v, in_chunk), r)
     buf.cema_h.copy_(cema_h)
     return layer.nffn(y, residual=x)
 
@@ -133,15 +118,15 @@ class StaticDecoder:
 
     @property
     def cache_nbytes(self) -> int:
-        """Bytes of the key and value buffers: every step reads all of them."""
+        """Bytes of the key and value buffers (a step reads the slots filled so far)."""
         return sum(b.k.nbytes + b.v.nbytes for b in self._layers)
 
     def _load(self, state: State) -> None:
         """Copy `state` into the buffers (again after the warm-up steps, which advanced them)."""
         self._position.fill_(state.position)
-        _copy_norm(self._final, state.final_norm)
+        self._final.copy_(state.final_norm)
         for buf, ls in zip(self._layers, state.layers, strict=True):
-            _copy_norm(buf.norm, ls.norm)
+            buf.norm.copy_(ls.norm)
             buf.cema_h.copy_(ls.cema_h)
             buf.k[:, :, : ls.k.shape[1]] = ls.k.transpose(1, 2)
             buf.v[:, :, : ls.v.shape[1]] = ls.v.transpose(1, 2)
@@ -164,11 +149,9 @@ class StaticDecoder:
         model = self.model
         x = model.embed_ids(self._ids[:, None])  # [B, 1, D]
         in_chunk = torch.remainder(self._position, self.chunk)  # [1]: the slot this token fills
-        valid = self._slots <= in_chunk
         for layer, buf in zip(model.layers, self._layers, strict=True):
-            x = self._layer_step(layer, buf, x, in_chunk, valid, model.rope.freqs)
-        y, final = model.output.final_norm(x, self._final)
-        _copy_norm(self._final, final)
+            x = self._layer_step(layer, buf, x, in_chunk, model.rope.freqs)
+        y = _timestep_norm(model.output.final_norm, x, self._final)
         self._position.add_(1)
         return model.output.output(y[:, 0]).float()
 
