@@ -8,6 +8,8 @@ from megadoc.engine import Megalodon, MegalodonConfig, State
 from megadoc.engine import generate as generate_module
 from megadoc.engine.decode import StaticDecoder
 from megadoc.engine.generate import GenerationConfig
+from megadoc.kernels import attention as attention_module
+from megadoc.kernels import timestep_norm as timestep_norm_module
 from tests.oracle import rel_err
 
 TINY = MegalodonConfig.preset("tiny")  # chunk 16
@@ -51,6 +53,27 @@ def test_logits_and_state_match_one_token_forward(batch, prompt, refresh):
             assert got.shape == expected.shape and got.dtype == torch.float32
             assert rel_err(got, expected) < 1e-5, t
     assert (prompt + steps) // TINY.chunk_size - prompt // TINY.chunk_size >= 2
+    assert_states_equal(decoder.to_state(), state)
+
+
+def test_triton_step_kernels_match_the_reference_path(monkeypatch):
+    """The decoder through the Triton norm-step and decode-attention kernels (under the interpreter
+    on CPU) against the model's reference path: the kernels' in-place statistics and slot index."""
+    pytest.importorskip("triton")
+    model = perturbed_model(TINY)
+    batch, prompt, steps = 2, 9, 12  # crosses a chunk boundary
+    ids = torch.randint(0, TINY.vocab_size, (batch, prompt + steps))
+    with torch.no_grad():
+        state = model.new_state(batch)
+        model(ids[:, :prompt], state)
+        start = state.clone()
+        expected = [model(ids[:, t : t + 1], state)[:, -1] for t in range(prompt, prompt + steps)]
+        triton_without_grad = lambda x: not torch.is_grad_enabled()
+        monkeypatch.setattr(attention_module, "use_triton", triton_without_grad)
+        monkeypatch.setattr(timestep_norm_module, "use_triton", triton_without_grad)
+        decoder = StaticDecoder(model, start)
+        for t, logits in zip(range(prompt, prompt + steps), expected, strict=True):
+            assert rel_err(decoder.step(ids[:, t]), logits) < 1e-5, t
     assert_states_equal(decoder.to_state(), state)
 
 

@@ -11,12 +11,16 @@ import torch
 
 pytest.importorskip("triton")
 
-from megadoc.kernels.attention import chunk_attention  # noqa: E402
-from megadoc.kernels.attention_triton import chunk_attention_sdpa, chunk_attention_triton  # noqa: E402
+from megadoc.kernels.attention import chunk_attention, decode_attention  # noqa: E402
+from megadoc.kernels.attention_triton import (  # noqa: E402
+    chunk_attention_sdpa,
+    chunk_attention_triton,
+    decode_attention_triton,
+)
 from megadoc.kernels.cema import cema_coefficients, cema_sequential, cema_step  # noqa: E402
 from megadoc.kernels.cema_triton import cema_step_triton, cema_triton  # noqa: E402
-from megadoc.kernels.timestep_norm import NormStats, timestep_norm  # noqa: E402
-from megadoc.kernels.timestep_norm_triton import timestep_norm_triton  # noqa: E402
+from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step  # noqa: E402
+from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton, timestep_norm_triton  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -161,6 +165,68 @@ def test_timestep_norm_streams_in_pieces():
     assert rel_err(torch.cat([first, second], 1), whole) < 1e-6
 
 
+STEP_SHAPES = [  # batch, dim, groups, carried count, dtype
+    (1, 16, 4, 0, torch.float32),
+    (3, 36, 4, 1_000_000, torch.float32),  # groups of 9
+    (2, 384, 32, 5, torch.bfloat16),  # the mini's groups of 12
+    (8, 40, 5, 12, torch.bfloat16),
+]
+
+
+def random_stats(batch: int, groups: int, count: int, gen: torch.Generator) -> NormStats:
+    return NormStats(
+        (torch.full((batch,), count, dtype=torch.int64) + torch.arange(batch)).to(DEVICE),
+        (torch.randn(batch, groups, generator=gen) + 5).to(DEVICE),
+        (torch.rand(batch, groups, generator=gen) + 8).to(DEVICE),
+    )
+
+
+def check_norm_step(batch, dim, groups, count, dtype, seed):
+    """The one-token kernel against the reference step in float64; out of place, into poisoned
+    tensors, and in place (out = stats)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(batch, dim, generator=gen) * 3 + 5).to(dtype).to(DEVICE)
+    stats = random_stats(batch, groups, count, gen)
+    weight, bias = (torch.randn(dim, generator=gen) * 0.1 for _ in range(2))
+    y_ref, s_ref = timestep_norm_step(
+        x.double(), stats, weight.to(DEVICE, torch.float64), bias.to(DEVICE, torch.float64)
+    )
+    weight, bias = weight.to(DEVICE), bias.to(DEVICE)
+    y, s = timestep_norm_step_triton(x, stats, weight, bias)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert rel_err(y, y_ref) < TOL[dtype]
+    assert torch.equal(s.count, s_ref.count) and s.mean.dtype == s_ref.mean.dtype
+    assert rel_err(s.mean, s_ref.mean) < TOL[torch.float32] and rel_err(s.var, s_ref.var) < TOL[torch.float32]
+
+    nan = torch.nan
+    poisoned = NormStats(torch.full_like(s.count, -1), torch.full_like(s.mean, nan), torch.full_like(s.var, nan))
+    y_out, out = timestep_norm_step_triton(x, stats, weight, bias, out=poisoned)
+    in_place = NormStats(stats.count.clone(), stats.mean.clone(), stats.var.clone())
+    y_in, updated = timestep_norm_step_triton(x, in_place, weight, bias, out=in_place)
+    assert out is poisoned and updated is in_place
+    for got in (out, updated):
+        assert torch.equal(got.count, s.count) and torch.equal(got.mean, s.mean) and torch.equal(got.var, s.var)
+    assert torch.equal(y_out, y) and torch.equal(y_in, y)
+
+
+@pytest.mark.parametrize("shape", STEP_SHAPES)
+def test_timestep_norm_step_matches_reference(shape):
+    check_norm_step(*shape, seed=hash(shape) % 1000)
+
+
+def test_timestep_norm_step_continues_the_span():
+    """Steps one token at a time reach the statistics of one call over the span."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 6, 24, generator=gen).to(DEVICE)
+    w, b = torch.zeros(24, device=DEVICE), torch.zeros(24, device=DEVICE)
+    stats = random_stats(2, 4, 100, gen)
+    whole, s_whole = timestep_norm_triton(x, stats, w, b)
+    steps = NormStats(stats.count.clone(), stats.mean.clone(), stats.var.clone())
+    ys = [timestep_norm_step_triton(x[:, t], steps, w, b, out=steps)[0] for t in range(x.shape[1])]
+    assert rel_err(torch.stack(ys, 1), whole) < 1e-5
+    assert torch.equal(steps.count, s_whole.count) and rel_err(steps.var, s_whole.var) < 1e-5
+
+
 # -- attention -------------------------------------------------------------------------------
 
 ATTN_SHAPES = [  # batch, queries, keys, heads, dk, dv
@@ -193,6 +259,49 @@ def test_attention_sdpa_wrapper():
     check_attention(2, 9, 30, 2, 16, 48, torch.float32, seed=4, fn=chunk_attention_sdpa)
 
 
+DECODE_SHAPES = [  # batch, heads, slots C, dk, dv, keys per split (None: the kernel's choice)
+    (1, 1, 16, 8, 16, None),
+    (2, 2, 40, 16, 24, 16),
+    (3, 2, 64, 32, 48, 24),  # splits that are not whole key blocks
+    (1, 2, 50, 16, 40, 50),  # one split
+]
+
+
+def check_decode_attention(batch, heads, slots, dk, dv, split_len, last, dtype, seed, **blocks):
+    """The kernel reads only the slots 0..last: the others are NaN for it and zeros for the reference."""
+    gen = torch.Generator().manual_seed(seed)
+    q = (torch.randn(batch, 1, heads, dk, generator=gen) * dk**-0.5).to(dtype).to(DEVICE)
+    k = torch.randn(batch, heads, slots, dk, generator=gen).to(dtype).to(DEVICE)
+    v = torch.randn(batch, heads, slots, dv, generator=gen).to(dtype).to(DEVICE)
+    k[:, :, last + 1 :], v[:, :, last + 1 :] = 0, 0
+    index = torch.tensor([last], device=DEVICE)
+    ref = decode_attention(q.double(), k.double(), v.double(), index)
+    k[:, :, last + 1 :], v[:, :, last + 1 :] = torch.nan, torch.nan
+    if split_len is not None:
+        blocks["split_len"] = split_len
+    out = decode_attention_triton(q, k, v, index, **blocks)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("shape", DECODE_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_attention_matches_reference(shape, dtype):
+    slots = shape[2]
+    for last in (0, slots // 2 - 1, slots - 1):
+        check_decode_attention(*shape, last, dtype, seed=hash(shape) % 1000 + last)
+
+
+def test_decode_attention_reference_matches_chunk_attention():
+    """The reference over slots 0..last is chunk attention of the last query over those keys."""
+    gen = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 1, 2, 16, generator=gen, dtype=torch.float64)
+    k, v = torch.randn(2, 2, 30, 16, generator=gen, dtype=torch.float64), torch.randn(2, 2, 30, 24, generator=gen)
+    out = decode_attention(q, k, v.double(), torch.tensor([20]))
+    ref = chunk_attention(q, k[:, :, :21].transpose(1, 2), v[:, :, :21].double().transpose(1, 2))
+    assert rel_err(out, ref) < 1e-12
+
+
 # -- larger shapes on the GPU ----------------------------------------------------------------
 
 
@@ -218,6 +327,31 @@ def test_timestep_norm_7b_shapes(batch, length, count):
 def test_attention_7b_shapes(batch, tq, tk):
     check_attention(batch, tq, tk, 4, 256, 2048, torch.bfloat16, seed=tq)
     check_attention(batch, tq, tk, 4, 256, 2048, torch.bfloat16, seed=tq, fn=chunk_attention_sdpa)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 8])
+def test_timestep_norm_step_7b_shapes(batch):
+    check_norm_step(batch, 4096, 64, 1_000_000, torch.bfloat16, seed=batch)
+    check_norm_step(batch, 4096, 64, 37, torch.float32, seed=batch + 1)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("last", [0, 2047, 4095])
+def test_decode_attention_7b_shapes(batch, last):
+    check_decode_attention(batch, 4, 4096, 256, 2048, None, last, torch.bfloat16, seed=last)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("last", [0, 500, 1023])
+def test_decode_attention_mini_shapes(batch, last):
+    check_decode_attention(batch, 2, 1024, 64, 384, None, last, torch.bfloat16, seed=last)
+    check_decode_attention(batch, 2, 1024, 64, 384, None, last, torch.float32, seed=last + 1)
 
 
 @pytest.mark.gpu
