@@ -3,7 +3,8 @@ Llama-2-7B-shaped transformers baseline, for the Triton kernels and the plain-Py
 
     python -m megadoc.evals.speed                      # everything, default lengths
     python -m megadoc.evals.speed --parts prefill,decode --lengths 32k,128k --paths triton
-    python -m megadoc.evals.speed --parts kernels       # the three kernels alone vs their floors
+    python -m megadoc.evals.speed --parts kernels       # the kernels alone vs their floors (decoding's too)
+    python -m megadoc.evals.speed --parts decode_kernels,decode --paths triton   # decoding only
 
 Weights are random (bf16); speed does not depend on their values. Ceilings are measured in the same
 run: an 8192^3 bf16 matmul (peak FLOP/s) and a 1 GiB device copy (bandwidth, bytes read + written).
@@ -13,6 +14,7 @@ The table goes to stdout; `--json` also writes every figure. Progress goes to st
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -26,7 +28,7 @@ import torch
 
 from megadoc.engine.config import MegalodonConfig
 
-PARTS = ("ceilings", "kernels", "prefill", "decode", "refresh", "llama", "profile")
+PARTS = ("ceilings", "kernels", "decode_kernels", "prefill", "decode", "refresh", "llama", "profile")
 
 
 def log(message: str) -> None:
@@ -52,6 +54,19 @@ def median_ms(fn: Callable[[], Any], warmup: int = 2, repeat: int = 10) -> float
         end.synchronize()
         times.append(start.elapsed_time(end))
     return sorted(times)[len(times) // 2]
+
+
+def graph_ms(calls: list[Callable[[], Any]], repeat: int = 20) -> float:
+    """Median time per call, in ms, of `calls` captured in one CUDA graph: small kernels timed with
+    the launch gaps they have inside the decoder's graph, not Python's."""
+    for fn in calls:  # compile and warm up outside the graph
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for fn in calls:
+            fn()
+    return median_ms(graph.replay, warmup=2, repeat=repeat) / len(calls)
 
 
 def free_memory() -> None:
@@ -325,6 +340,80 @@ def bench_kernels(ceil: dict, results: dict) -> None:
     log(json.dumps(rows, indent=1))
 
 
+def bench_decode_kernels(ceil: dict, results: dict) -> None:
+    """The decoding step's kernels (7B shapes, batch 1 and 8) vs their references and floors."""
+    cfg = MegalodonConfig.preset("7b")
+    bw = ceil["copy_gbps"] * 1e9
+    rows = bench_norm_step(cfg, bw) | bench_decode_attention(cfg, bw)
+    results.setdefault("kernels", {}).update(rows)
+    log(json.dumps(rows, indent=1))
+
+
+DECODE_TILES = [  # block_n, block_dv, num_warps, programs wanted at a full chunk (the first is the default)
+    (32, 512, 8, 1024), (16, 256, 4, 1024), (32, 256, 4, 2048), (64, 512, 8, 512), (32, 1024, 8, 1024),
+    (16, 2048, 8, 512),
+]
+
+
+def bench_norm_step(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, float]]:
+    """The decoder's one-token timestep norm (in place, as StaticDecoder calls it), 64 calls per
+    CUDA graph as in one 7B step: the reference's float64 kernels vs the Triton kernel (us per call)."""
+    from megadoc.kernels.timestep_norm import NormStats, timestep_norm_step
+    from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton
+
+    d, g, calls = cfg.model_dim, cfg.norm_num_groups, 2 * cfg.num_layers
+    w, b = torch.randn(d, device="cuda") * 0.1, torch.randn(d, device="cuda") * 0.1
+    set_path("reference")
+    rows = {}
+    for batch in (1, 8):
+        x = torch.randn(batch, d, device="cuda", dtype=torch.bfloat16) * 3 + 5
+        stats = NormStats(torch.full((batch,), 1000, device="cuda"), torch.randn(batch, g, device="cuda"),
+                          torch.rand(batch, g, device="cuda") + 1)
+        row = {"floor_us": (2 * x.nbytes + w.nbytes + b.nbytes) / bw * 1e6}
+        for name, fn in (("reference", timestep_norm_step), ("triton", timestep_norm_step_triton)):
+            row[f"{name}_graph_us"] = 1e3 * graph_ms([functools.partial(fn, x, stats, w, b, out=stats)] * calls)
+        rows[f"norm_step_b{batch}"] = row
+    return rows
+
+
+def _cycled(fn: Callable[..., torch.Tensor], buffers: list[tuple[torch.Tensor, ...]], last: torch.Tensor,
+            **tile: int) -> list[Callable[[], torch.Tensor]]:
+    """Calls of fn over each buffer set in turn, twice round."""
+    return [functools.partial(fn, *buf, last, **tile) for buf in buffers] * 2
+
+
+def bench_decode_attention(cfg: MegalodonConfig, bw: float, sets: int = 4) -> dict[str, dict[str, Any]]:
+    """One query per row over the slots 0..last of the chunk's key/value buffers (StaticDecoder's
+    attention) at 1, C/2 and C valid slots: the masked reference (reads all C slots) vs the Triton
+    split-K kernel and its tiles. Times per call inside a CUDA graph that cycles over `sets` buffer
+    sets, so that repeated calls do not read L2."""
+    from megadoc.kernels.attention import decode_attention
+    from megadoc.kernels.attention_triton import decode_attention_triton
+
+    heads, zh, vh, slots = cfg.num_heads, cfg.head_z_dim, cfg.head_value_dim, cfg.chunk_size
+    set_path("reference")
+    rows = {}
+    for batch in (1, 8):
+        buffers = [(torch.randn(batch, 1, heads, zh, device="cuda", dtype=torch.bfloat16) * zh**-0.5,
+                    torch.randn(batch, heads, slots, zh, device="cuda", dtype=torch.bfloat16),
+                    torch.randn(batch, heads, slots, vh, device="cuda", dtype=torch.bfloat16)) for _ in range(sets)]
+        for valid in (1, slots // 2, slots):
+            last = torch.tensor([valid - 1], device="cuda")
+            row: dict[str, Any] = {"floor_us": batch * heads * valid * (zh + vh) * 2 / bw * 1e6,
+                                   "reference_graph_us": 1e3 * graph_ms(_cycled(decode_attention, buffers, last))}
+            for bn, bdv, warps, programs in DECODE_TILES:
+                name = f"triton_n{bn}_dv{bdv}_w{warps}_p{programs}_graph_us"
+                tile = {"block_n": bn, "block_dv": bdv, "num_warps": warps, "programs": programs}
+                try:
+                    row[name] = 1e3 * graph_ms(_cycled(decode_attention_triton, buffers, last, **tile))
+                except Exception as error:  # a tile that does not fit: report and go on
+                    row[name] = f"failed: {str(error)[:80]}"
+            rows[f"decode_attention_b{batch}_valid{valid}"] = row
+        del buffers
+        free_memory()
+    return rows
+
+
 # -- the transformers baseline -----------------------------------------------------------------
 
 
@@ -467,6 +556,9 @@ def main(argv: list[str] | None = None) -> None:
     ceil = results.get("ceilings", {"matmul_tflops": 795.0, "copy_gbps": 3000.0})
     if "kernels" in parts:
         step("kernels", lambda: bench_kernels(ceil, results))
+        free_memory()
+    if parts & {"kernels", "decode_kernels"}:
+        step("decode_kernels", lambda: bench_decode_kernels(ceil, results))
         free_memory()
     if parts & {"prefill", "decode", "refresh", "profile"}:
         model = build_megalodon(MegalodonConfig.preset("7b"))
