@@ -356,12 +356,12 @@ DECODE_TILES = [  # block_n, block_dv, num_warps, programs wanted at a full chun
 
 
 def bench_norm_step(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, float]]:
-    """The decoder's one-token timestep norm (in place, as StaticDecoder calls it), 64 calls per
+    """The decoder's one-token timestep norm (in place, as StaticDecoder calls it), 33 calls per
     CUDA graph as in one 7B step: the reference's float64 kernels vs the Triton kernel (us per call)."""
     from megadoc.kernels.timestep_norm import NormStats, timestep_norm_step
     from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton
 
-    d, g, calls = cfg.model_dim, cfg.norm_num_groups, 2 * cfg.num_layers
+    d, g, calls = cfg.model_dim, cfg.norm_num_groups, cfg.num_layers + 1  # each layer's and the final norm
     w, b = torch.randn(d, device="cuda") * 0.1, torch.randn(d, device="cuda") * 0.1
     set_path("reference")
     rows = {}
