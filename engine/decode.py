@@ -37,7 +37,7 @@ class _LayerBuffers:
     cema_h: torch.Tensor  # [B, D, N] complex64
     k: torch.Tensor  # [B, h, C, zh]: slots <= the in-chunk position are valid; heads first, so that
     v: torch.Tensor  # [B, h, C, dv]   the attention's batched products read the buffers in place
-    coeffs: CemaCoefficients  # constant: computed once from the parameters
+    coeffs: CemaCoefficients  # from the parameters: recomputed in place by `StaticDecoder.reset`
 
 
 def _clone_norm(stats: NormStats) -> NormStats:
@@ -84,7 +84,11 @@ class StaticDecoder:
     """Decodes one token per `step` from a copy of `state`; `to_state()` gives the state reached.
 
     The model's parameters must not change while a decoder is in use (the CEMA coefficients are
-    computed once). `step` returns a buffer that the next step overwrites."""
+    computed at construction and at `reset`). `step` returns a buffer that the next step overwrites.
+    `reset(state)` starts over from another state on the same buffers and graph: `decoder_for` keeps
+    one decoder per model and batch size, so each answer does not capture (and keep) a new graph."""
+
+    busy = False  # lent out by `decoder_for` until its user sets it back (a second user gets its own)
 
     @torch.inference_mode()
     def __init__(self, model: Megalodon, state: State, graph: bool = True, compiled: bool = False) -> None:
@@ -98,7 +102,6 @@ class StaticDecoder:
         batch = state.batch_size
         self.position = state.position  # the host's count of tokens; mirrors the device tensor below
         self._position = torch.zeros(1, dtype=torch.long, device=device)
-        self._slots = torch.arange(self.chunk, device=device)
         self._ids = torch.zeros(batch, dtype=torch.long, device=device)
         self._final = _clone_norm(state.final_norm)
         self._layers = []
@@ -120,6 +123,20 @@ class StaticDecoder:
     def cache_nbytes(self) -> int:
         """Bytes of the key and value buffers (a step reads the slots filled so far)."""
         return sum(b.k.nbytes + b.v.nbytes for b in self._layers)
+
+    @torch.inference_mode()
+    def reset(self, state: State) -> None:
+        """Start over from `state` (same batch size and dtypes), with the parameters as they are now."""
+        if state.batch_size != self._ids.shape[0]:
+            raise ValueError(f"decoder of batch {self._ids.shape[0]} cannot take a state of batch {state.batch_size}")
+        self._metadata = dict(state.metadata)
+        self._recent = None if state.recent_ids is None else [state.recent_ids]
+        self.position = state.position
+        for layer, buf in zip(self.model.layers, self._layers, strict=True):
+            fresh = layer.mega.cema.coefficients()
+            for name in ("p", "log_q", "g", "omega"):
+                getattr(buf.coeffs, name).copy_(getattr(fresh, name))
+        self._load(state)
 
     def _load(self, state: State) -> None:
         """Copy `state` into the buffers (again after the warm-up steps, which advanced them)."""
@@ -191,3 +208,22 @@ class StaticDecoder:
             recent = self._recent[0].clone()
         return State(layers=layers, final_norm=_clone_norm(self._final), position=self.position,
                      recent_ids=recent, metadata=dict(self._metadata))
+
+
+def decoder_for(model: Megalodon, state: State) -> StaticDecoder:
+    """The model's decoder for `state`'s batch size, reset to `state`: built (and on CUDA captured)
+    once, then reused. A decoder is kept per batch size and per set of parameter tensors (moving the
+    model to another device or dtype makes new ones): destroying a captured graph does not give all
+    of its memory back (33 MiB per graph for `mini`, measured), so graphs are made once, not per answer."""
+    weights = tuple(p.data_ptr() for p in model.parameters())
+    decoders: dict[int, tuple[tuple[int, ...], StaticDecoder]] = model.__dict__.setdefault("_static_decoders", {})
+    cached = decoders.get(state.batch_size)
+    if cached is not None and cached[0] == weights and not cached[1].busy:
+        cached[1].reset(state)
+        cached[1].busy = True
+        return cached[1]
+    decoder = StaticDecoder(model, state)
+    decoder.busy = True
+    if cached is None or cached[0] != weights:
+        decoders[state.batch_size] = (weights, decoder)
+    return decoder

@@ -76,9 +76,9 @@ def generate(
     stop = set(config.stop_ids)
     decoder = None
     if static_decoding(model, config):
-        from megadoc.engine.decode import StaticDecoder
+        from megadoc.engine.decode import decoder_for
 
-        decoder = StaticDecoder(model, state)
+        decoder = decoder_for(model, state)
     try:
         for _ in range(config.max_new_tokens):
             token = sample(logits, config, generator)
@@ -89,9 +89,12 @@ def generate(
             logits = model(token[:, None], state)[:, -1] if decoder is None else decoder.step(token)
     finally:
         if decoder is not None:
-            reached = decoder.to_state()
-            state.layers, state.final_norm, state.recent_ids = reached.layers, reached.final_norm, reached.recent_ids
-            state.position = reached.position
+            try:
+                reached = decoder.to_state()
+                state.layers, state.final_norm = reached.layers, reached.final_norm
+                state.recent_ids, state.position = reached.recent_ids, reached.position
+            finally:
+                decoder.busy = False
 
 
 def stream_text(

@@ -6,7 +6,7 @@ import torch
 
 from megadoc.engine import Megalodon, MegalodonConfig, State
 from megadoc.engine import generate as generate_module
-from megadoc.engine.decode import StaticDecoder
+from megadoc.engine.decode import StaticDecoder, decoder_for
 from megadoc.engine.generate import GenerationConfig
 from megadoc.kernels import attention as attention_module
 from megadoc.kernels import timestep_norm as timestep_norm_module
@@ -101,6 +101,59 @@ def test_greedy_generate_ids_unchanged_through_the_decoder(monkeypatch):
     static = list(model.generate(prompt, static_state, config))
     assert static == plain
     assert_states_equal(static_state, plain_state)
+
+
+def test_generate_reuses_one_decoder_from_each_new_state(monkeypatch):
+    """Answers in a row share the model's decoder (reset, never rebuilt), start from their own
+    states, and see parameters changed in place between them (the CEMA coefficients are recomputed)."""
+    model = perturbed_model(TINY)
+    config = GenerationConfig(max_new_tokens=25)
+
+    def both_ways(prompt: torch.Tensor) -> None:
+        plain_state, static_state = model.new_state(), model.new_state()
+        monkeypatch.setattr(generate_module, "static_decoding", lambda model, config: False)
+        plain = list(model.generate(prompt, plain_state, config))
+        monkeypatch.setattr(generate_module, "static_decoding", lambda model, config: True)
+        assert list(model.generate(prompt, static_state, config)) == plain
+        assert_states_equal(static_state, plain_state)
+
+    both_ways(torch.randint(0, TINY.vocab_size, (7,)))
+    first = model._static_decoders[1][1]
+    both_ways(torch.randint(0, TINY.vocab_size, (23,)))
+    with torch.no_grad():
+        model.layers[0].mega.cema.alpha.add_(0.5)
+    both_ways(torch.randint(0, TINY.vocab_size, (11,)))
+    assert model._static_decoders[1][1] is first and len(model._static_decoders) == 1
+
+
+def test_a_decoder_in_use_is_not_lent_twice():
+    model = perturbed_model(TINY)
+    state = model.new_state()
+    model(torch.randint(0, TINY.vocab_size, (1, 5)), state)
+    first = decoder_for(model, state)
+    second = decoder_for(model, state)
+    assert second is not first and first.busy and second.busy
+    first.busy = second.busy = False
+    assert decoder_for(model, state) is first
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_answers_in_a_row_keep_gpu_memory_flat():
+    """Each answer once captured a new CUDA graph, and 33 MiB per graph (mini) never came back:
+    a QMSum run stopped with a CUDA error after ~120 answers."""
+    model = perturbed_model(TINY.replace(chunk_size=64), device="cuda", dtype=torch.bfloat16)
+    config = GenerationConfig(max_new_tokens=20)
+
+    def answer() -> int:
+        state = model.new_state()
+        list(model.generate(torch.randint(0, TINY.vocab_size, (100,)), state, config))
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated()
+
+    answer()
+    settled = answer()
+    assert [answer() for _ in range(4)] == [settled] * 4
 
 
 @pytest.mark.gpu
