@@ -6,8 +6,9 @@ heldout: the held-out books, cleaned the same way, as .txt files for perplexity.
 tune: (document, question, answer) rows in exactly the layout the app feeds at inference:
     [BOS] before + document | after | answer [EOS]
 where (before, after) = megadoc.prompts.split(template, question=...). Questions come from QMSum
-train (query-focused summaries) and from questions built from the books by our own code, whose
-answers are spans of the text. Stored as one flat id array with row offsets and answer starts.
+train (query-focused summaries, in the app's and SCROLLS' prompts) and from questions built from
+the books by our own code, whose answers are spans of the text. Stored as one flat id array with
+row offsets and answer starts.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from megadoc.engine.corpus import (
 from megadoc.engine.tokenizer import Tokenizer
 
 HELDOUT_FRACTION, SPLIT_SEED = 0.05, 0
+# Each QMSum train query is a row in the app's summary prompt and in SCROLLS' ("Query: ... Answer:"):
+# tuned on the first only, the model answered SCROLLS queries like the books' who-questions, in a word.
+QMSUM_TEMPLATES = ("query_summary", "scrolls_qmsum")
 _WRAPPED_LINE = re.compile(r"(?<=\S)[ \t]*\n(?=[ \t]*\S)")
 
 
@@ -91,9 +95,10 @@ def prepare_tune(books: Path, qmsum_train: Path, tokenizer_path: Path, out: Path
     tokenizer = Tokenizer.load(tokenizer_path)
     rows: list[tuple[list[int], int]] = []
     for example in load_qmsum_examples(qmsum_train):
-        context, question_ids = prompt_ids(tokenizer, "query_summary", example.transcript, example.query)
         answer = tokenizer.encode(" " + example.answer.strip()) + [tokenizer.eos_id]
-        rows.append(([*context, *question_ids, *answer], len(context) + len(question_ids)))
+        for template in QMSUM_TEMPLATES:
+            context, question_ids = prompt_ids(tokenizer, template, example.transcript, example.query)
+            rows.append(([*context, *question_ids, *answer], len(context) + len(question_ids)))
     train, _ = split_books(books, HELDOUT_FRACTION, SPLIT_SEED)
     with ProcessPoolExecutor() as pool:
         jobs = [(str(p), str(tokenizer_path), per_book, seed) for p in train]

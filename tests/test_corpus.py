@@ -2,6 +2,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from megadoc.engine.corpus import (
@@ -12,6 +13,8 @@ from megadoc.engine.corpus import (
     split_books,
     strip_gutenberg,
 )
+from megadoc.engine.tokenizer import Tokenizer
+from megadoc.engine.train_data import prepare_tune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BOOKS = DATA / "books"
@@ -121,3 +124,25 @@ def test_qmsum_train_loads() -> None:
 def test_qmsum_refuses_the_validation_set(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="evaluation set"):
         load_qmsum_examples(tmp_path / "val")
+
+
+@needs_qmsum
+def test_tuning_rows_ask_each_qmsum_query_in_both_prompts(tmp_path: Path, sp_model_path: Path) -> None:
+    """QMSum rows come in the app's summary prompt and in SCROLLS' (the eval's), answer scored only."""
+    meetings = tmp_path / "train"
+    meetings.mkdir()
+    first = sorted(QMSUM_TRAIN.glob("*.json"))[0]
+    (meetings / first.name).write_bytes(first.read_bytes())
+    queries = len(load_qmsum_examples(meetings))
+    out = tmp_path / "tune.npz"
+    count = prepare_tune(tmp_path / "no-books", meetings, sp_model_path, out, per_book=1, seed=0)
+    assert count == 2 * queries
+    data = np.load(out)
+    tokenizer = Tokenizer.load(sp_model_path)
+    prompts_seen, answers = set(), set()
+    for start, end, answer in zip(data["offsets"][:-1], data["offsets"][1:], data["answer_starts"], strict=True):
+        prompt = tokenizer.decode(data["ids"][start:answer].tolist())
+        prompts_seen.add("Request:" if "\nRequest: " in prompt else "Query:" if "\nQuery: " in prompt else "?")
+        answers.add(tokenizer.decode(data["ids"][answer:end].tolist()).strip())
+    assert prompts_seen == {"Request:", "Query:"}
+    assert len(answers) == len({e.answer.strip() for e in load_qmsum_examples(meetings)})
