@@ -1,8 +1,10 @@
 """Our SCROLLS scores beside the Megalodon paper's table (validation sets)."""
 
+import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from megadoc.evals.metrics import TASKS
+from megadoc.evals.metrics import TASKS, task_metrics
 
 # Megalodon paper, SCROLLS validation: NarrativeQA F1, Qasper F1, QMSum ROUGE geometric mean.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
@@ -30,3 +32,48 @@ def results_table(rows: Mapping[str, Mapping[str, float]]) -> str:
             cells = [f"{scores[task]:.1f}" if task in scores else "–" for task in TASKS]
             lines.append(f"| {name} | {source} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Run A minus run B on the examples both scored, with a paired bootstrap interval."""
+
+    task: str
+    count: int
+    score_a: float
+    score_b: float
+    low: float  # 2.5th percentile of the resampled differences
+    high: float  # 97.5th percentile
+
+    @property
+    def difference(self) -> float:
+        return self.score_a - self.score_b
+
+
+def paired_bootstrap(
+    task: str, rows_a: Mapping[str, Mapping[str, float]], rows_b: Mapping[str, Mapping[str, float]],
+    resamples: int = 2000, seed: int = 0,
+) -> Comparison:
+    """Compare two runs' per-example metrics (example id -> metrics) on their shared ids: the task's
+    score of each, and a 95% interval of A - B over `resamples` resamplings of the examples (the
+    same examples for both runs, aggregated the SCROLLS way each time)."""
+    shared = sorted(rows_a.keys() & rows_b.keys())
+    if not shared:
+        raise ValueError("the two runs share no example ids")
+    rng = random.Random(seed)
+    differences = []
+    for _ in range(resamples):
+        sample = [rng.choice(shared) for _ in shared]
+        differences.append(
+            task_metrics(task, [rows_a[i] for i in sample])["score"]
+            - task_metrics(task, [rows_b[i] for i in sample])["score"]
+        )
+    differences.sort()
+    return Comparison(
+        task=task,
+        count=len(shared),
+        score_a=task_metrics(task, [rows_a[i] for i in shared])["score"],
+        score_b=task_metrics(task, [rows_b[i] for i in shared])["score"],
+        low=differences[int(0.025 * (resamples - 1))],
+        high=differences[int(0.975 * (resamples - 1))],
+    )

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -655,6 +655,47 @@ def eval_scrolls(
         return
     sys.stdout.write(results_table({name: {task: summary.score}}))
     stderr.print(f"{summary.count} examples, {summary.seconds:.1f} s; per-example rows in {target}", style="dim")
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: Annotated[Path, typer.Argument(help="Per-example JSONL of run A (from `eval scrolls --out`).")],
+    run_b: Annotated[Path, typer.Argument(help="Per-example JSONL of run B.")],
+    task: Annotated[str, typer.Option(help="narrativeqa, qasper or qmsum.")],
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Is A better than B? Both scores on their shared examples and a paired bootstrap 95% interval of A - B.
+
+    Example: megadoc eval compare qmsum-recall.jsonl qmsum-plain.jsonl --task qmsum
+    """
+    from megadoc.evals.metrics import TASKS
+    from megadoc.evals.report import paired_bootstrap
+
+    with user_errors():
+        if task not in TASKS:
+            raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+        rows_a, rows_b = _run_metrics(run_a), _run_metrics(run_b)
+        try:
+            result = paired_bootstrap(task, rows_a, rows_b, resamples=resamples)
+        except (ValueError, KeyError) as error:
+            raise UsageError(f"cannot compare {run_a} and {run_b}: {_one_line(error)}") from None
+    if as_json:
+        sys.stdout.write(json.dumps({**asdict(result), "difference": result.difference}) + "\n")
+        return
+    sys.stdout.write(
+        f"{result.count} shared examples: A {result.score_a:.2f}, B {result.score_b:.2f}, "
+        f"A - B {result.difference:+.2f} (95% interval {result.low:+.2f} to {result.high:+.2f})\n"
+    )
+
+
+def _run_metrics(path: Path) -> dict[str, dict[str, float]]:
+    """Example id -> metrics from a per-example JSONL."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {row["id"]: row["metrics"] for row in rows}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UsageError(f"{path}: not a per-example results file ({_one_line(error)})") from None
 
 
 def _scrolls_examples(task: str, data: Path, split: str) -> list:

@@ -1,4 +1,4 @@
-"""`megadoc eval ppl` and `megadoc eval scrolls` with the tiny model on small real-format files."""
+"""`megadoc eval ppl`, `eval scrolls` and `eval compare` with the tiny model on small real-format files."""
 
 import json
 import math
@@ -85,3 +85,27 @@ def test_scrolls_lead_baseline_gives_the_first_sentences_and_a_real_score(app_en
     assert row["engine"] == "lead" and row["count"] == 2 and row["score"] > 0
     first = json.loads(out.read_text().splitlines()[0])
     assert first["prediction"].startswith("Project Manager: OK , we 're on .")
+
+
+def test_compare_two_runs_with_a_paired_interval(app_env, tmp_path):
+    """Run B scores 0.2 F1 lower than A on every example but one: A - B is positive, its interval
+    too; a run against itself differs by exactly 0; a broken file is a one-line error."""
+    def write(path, f1s):
+        rows = [{"id": f"q{i}", "prediction": "", "metrics": {"f1": f1}} for i, f1 in enumerate(f1s)]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write(a, [0.5 + 0.01 * i for i in range(40)])
+    write(b, [0.3 + 0.01 * i for i in range(39)] + [0.9])
+    [row] = json_rows(run_cli("eval", "compare", a, b, "--task", "qasper", "--json").stdout)
+    assert row["count"] == 40
+    assert math.isclose(row["difference"], row["score_a"] - row["score_b"])
+    assert math.isclose(row["difference"], 100 * (0.2 * 39 + (0.89 - 0.9)) / 40)
+    assert 0 < row["low"] < row["difference"] < row["high"] < 21
+    [same] = json_rows(run_cli("eval", "compare", a, a, "--task", "qasper", "--json").stdout)
+    assert same["difference"] == same["low"] == same["high"] == 0
+    text = run_cli("eval", "compare", a, b, "--task", "qasper")
+    assert text.exit_code == 0 and text.stdout.startswith("40 shared examples: A ")
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    broken = run_cli("eval", "compare", a, tmp_path / "bad.jsonl", "--task", "qasper")
+    assert_one_line_error(broken, "not a per-example")
