@@ -11,24 +11,71 @@ same step runs eagerly (how CI tests it).
 
 The step runs the model's own modules (`MovingAverageGatedAttention.project` / `.gate`, the
 timestep norms' parameters, `NormalizedFeedForward`) and the kernels' step functions; only the
-cache write is its own.
+cache write is its own. What depends on the parameters alone is computed once per decoder, not per
+token: the CEMA coefficients with their decay q, the norms' float32 scales, the q/k scales and
+shifts (`_LayerParams`; refreshed in place by `reset`). The rotary factors of the token's position
+are computed once per step, for all layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from megadoc.engine.model import Megalodon, MegalodonLayer, TimestepNorm
+from megadoc.engine.model import FeedForwardParams, Megalodon, MegalodonLayer, ProjectionParams, TimestepNorm
 from megadoc.engine.state import LayerState, State
-from megadoc.kernels.attention import decode_attention
+from megadoc.kernels.attention import decode_attention, rotation
 from megadoc.kernels.cema import CemaCoefficients, cema_step
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm_step
 
 WARMUP_STEPS = 2  # eager steps before capture: Triton compiles and cuBLAS picks its kernels
+
+
+@dataclass(frozen=True)
+class _StepCoefficients(CemaCoefficients):
+    """The CEMA coefficients with the decay q = exp(log_q) kept: computed per call, it is a kernel
+    per layer and step."""
+
+    decay: torch.Tensor
+
+    @property
+    def q(self) -> torch.Tensor:
+        return self.decay
+
+    @classmethod
+    def of(cls, coeffs: CemaCoefficients) -> _StepCoefficients:
+        return cls(coeffs.p, coeffs.log_q, coeffs.g, coeffs.omega, decay=coeffs.q)
+
+
+@dataclass
+class _LayerParams:
+    """What a layer's step needs from its parameters alone: computed at construction, refreshed in
+    place by `StaticDecoder.reset` (a captured graph reads these addresses)."""
+
+    coeffs: _StepCoefficients
+    projection: ProjectionParams
+    ffn: FeedForwardParams
+
+    @classmethod
+    def of(cls, layer: MegalodonLayer) -> _LayerParams:
+        return cls(_StepCoefficients.of(layer.mega.cema.coefficients()), layer.mega.projection_params(),
+                   layer.nffn.norm_params())
+
+    def copy_(self, src: _LayerParams) -> None:
+        for name in ("coeffs", "projection", "ffn"):
+            _copy_fields(getattr(self, name), getattr(src, name))
+
+
+def _copy_fields(dst: object, src: object) -> None:
+    """Copy dataclass `src`'s tensors into `dst`'s, in place (None stays None)."""
+    for field in dataclasses.fields(dst):
+        tensor = getattr(dst, field.name)
+        if tensor is not None:
+            tensor.copy_(getattr(src, field.name))
 
 
 @dataclass
@@ -37,7 +84,7 @@ class _LayerBuffers:
     cema_h: torch.Tensor  # [B, D, N] complex64
     k: torch.Tensor  # [B, h, C, zh]: slots <= the in-chunk position are valid; heads first, so that
     v: torch.Tensor  # [B, h, C, dv]   the attention's batched products read the buffers in place
-    coeffs: CemaCoefficients  # from the parameters: recomputed in place by `StaticDecoder.reset`
+    params: _LayerParams
 
 
 def _clone_norm(stats: NormStats) -> NormStats:
@@ -59,18 +106,19 @@ def _timestep_norm(norm: TimestepNorm, x: torch.Tensor, stats: NormStats) -> tor
 
 
 def _layer_step(
-    layer: MegalodonLayer, buf: _LayerBuffers, x: torch.Tensor, in_chunk: torch.Tensor, inv_freq: torch.Tensor
+    layer: MegalodonLayer, buf: _LayerBuffers, x: torch.Tensor, in_chunk: torch.Tensor, rotations: torch.Tensor
 ) -> torch.Tensor:
-    """One layer on one token x [B, 1, D]: advances the layer's buffers, returns its output."""
-    mega = layer.mega
+    """One layer on one token x [B, 1, D] at the in-chunk slot `in_chunk`, whose rotary factors are
+    `rotations` [1, zh/2]: advances the layer's buffers, returns its output."""
+    mega, params = layer.mega, buf.params
     t = _timestep_norm(mega.timenorm, x, buf.norm)
-    c, cema_h = _cema_step(t[:, 0], buf.coeffs, buf.cema_h)
-    m, q, k, v, r = mega.project(t, c[:, None], in_chunk, inv_freq)
+    c, cema_h = _cema_step(t[:, 0], params.coeffs, buf.cema_h)
+    m, q, k, v, r = mega.project(t, c[:, None], rotations, params.projection)
     buf.k[:, :, in_chunk] = k.transpose(1, 2)  # an index_put_, which inductor keeps in place
     buf.v[:, :, in_chunk] = v.transpose(1, 2)
     y = mega.gate(x, m, _decode_attention(q, buf.k, buf.v, in_chunk), r)
     buf.cema_h.copy_(cema_h)
-    return layer.nffn(y, residual=x)
+    return layer.nffn(y, residual=x, params=params.ffn)
 
 
 @functools.cache
@@ -83,8 +131,8 @@ def _compiled_layer_step() -> Callable[..., torch.Tensor]:
 class StaticDecoder:
     """Decodes one token per `step` from a copy of `state`; `to_state()` gives the state reached.
 
-    The model's parameters must not change while a decoder is in use (the CEMA coefficients are
-    computed at construction and at `reset`). `step` returns a buffer that the next step overwrites.
+    The model's parameters must not change while a decoder is in use (what the step derives from
+    them is computed at construction and at `reset`). `step` returns a buffer that the next step overwrites.
     `reset(state)` starts over from another state on the same buffers and graph: `decoder_for` keeps
     one decoder per model and batch size, so each answer does not capture (and keep) a new graph."""
 
@@ -112,7 +160,7 @@ class StaticDecoder:
                     cema_h=ls.cema_h.clone(),
                     k=torch.zeros(batch, ls.k.shape[2], self.chunk, ls.k.shape[3], dtype=ls.k.dtype, device=device),
                     v=torch.zeros(batch, ls.v.shape[2], self.chunk, ls.v.shape[3], dtype=ls.v.dtype, device=device),
-                    coeffs=layer.mega.cema.coefficients(),
+                    params=_LayerParams.of(layer),
                 )
             )
         self._load(state)
@@ -133,9 +181,7 @@ class StaticDecoder:
         self._recent = None if state.recent_ids is None else [state.recent_ids]
         self.position = state.position
         for layer, buf in zip(self.model.layers, self._layers, strict=True):
-            fresh = layer.mega.cema.coefficients()
-            for name in ("p", "log_q", "g", "omega"):
-                getattr(buf.coeffs, name).copy_(getattr(fresh, name))
+            buf.params.copy_(_LayerParams.of(layer))
         self._load(state)
 
     def _load(self, state: State) -> None:
@@ -166,8 +212,9 @@ class StaticDecoder:
         model = self.model
         x = model.embed_ids(self._ids[:, None])  # [B, 1, D]
         in_chunk = torch.remainder(self._position, self.chunk)  # [1]: the slot this token fills
+        rotations = rotation(model.rope.freqs, in_chunk)
         for layer, buf in zip(model.layers, self._layers, strict=True):
-            x = self._layer_step(layer, buf, x, in_chunk, model.rope.freqs)
+            x = self._layer_step(layer, buf, x, in_chunk, rotations)
         y = _timestep_norm(model.output.final_norm, x, self._final)
         self._position.add_(1)
         return model.output.output(y[:, 0]).float()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.state import LayerState, State
-from megadoc.kernels.attention import chunk_attention, rotary
+from megadoc.kernels.attention import chunk_attention, rotary, rotation
 from megadoc.kernels.cema import CemaCoefficients, cema, cema_coefficients, cema_step
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step
 
@@ -33,9 +34,17 @@ def _linear_init(layer: nn.Linear) -> None:
         nn.init.zeros_(layer.bias)
 
 
-def _offset_rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    scale = None if weight is None else weight.float() + 1
-    return F.rms_norm(x.float(), x.shape[-1:], scale, eps).to(x.dtype)
+def _offset_scale(weight: torch.Tensor | None) -> torch.Tensor | None:
+    """A norm's float32 scale: its weight is stored as an offset from 1."""
+    return None if weight is None else weight.float() + 1
+
+
+def _add_linear(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """acc + x @ weight.T, in one GEMM (cuBLAS adds `acc` in its epilogue: no addition kernel) unless
+    autocast is on: it would round `acc`, the float32 residual stream in training, to bf16."""
+    if torch.is_autocast_enabled(acc.device.type):
+        return acc + F.linear(x, weight)
+    return torch.addmm(acc.flatten(0, -2), x.flatten(0, -2), weight.t()).view(acc.shape)
 
 
 class TimestepNorm(nn.Module):
@@ -95,6 +104,24 @@ class ComplexEMA(nn.Module):
         return cema(x, coeffs, h)
 
 
+@dataclass
+class ProjectionParams:
+    """`MovingAverageGatedAttention.project`'s float32 tensors derived from parameters: computed per
+    call on the sequence path, once per decoder on the decoding step (engine/decode.py)."""
+
+    norm_scale: torch.Tensor | None  # [D]: the RMSNorm's weight + 1
+    qk_scale: torch.Tensor  # [2, 1, 1, h, zh]: (gamma + 1) / sqrt(zh), for q then k
+    qk_shift: torch.Tensor  # [2, 1, 1, h, zh]: beta
+
+
+@dataclass
+class FeedForwardParams:
+    """`NormalizedFeedForward`'s LayerNorm affine in float32 (None without `norm_affine`)."""
+
+    norm_weight: torch.Tensor | None  # [D]: weight + 1
+    norm_bias: torch.Tensor | None  # [D]
+
+
 class MovingAverageGatedAttention(nn.Module):
     """The `mega` half of a layer: timestep norm, CEMA, normalized chunk-local attention, gating."""
 
@@ -120,39 +147,44 @@ class MovingAverageGatedAttention(nn.Module):
             _linear_init(layer)
 
     def forward(
-        self, x: torch.Tensor, state: LayerState, position: int, inv_freq: torch.Tensor
+        self, x: torch.Tensor, state: LayerState, position: int, rotations: torch.Tensor
     ) -> tuple[torch.Tensor, LayerState]:
+        """`rotations` [T, zh/2]: the rotary factors of the tokens' in-chunk positions (`rotation`)."""
         t, norm_stats = self.timenorm(x, state.norm)
         c, cema_h = self.cema(t, state.cema_h)
-        positions = (position + torch.arange(x.shape[1], device=x.device)) % self.config.chunk_size
-        m, q, k, v, r = self.project(t, c, positions, inv_freq)
+        m, q, k, v, r = self.project(t, c, rotations)
         attn, cache_k, cache_v = _chunked_attention(q, k, v, state.k, state.v, position, self.config.chunk_size)
         return self.gate(x, m, attn, r), LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
 
+    def projection_params(self) -> ProjectionParams:
+        cfg = self.config
+        shape = (2, 1, 1, cfg.num_heads, cfg.head_z_dim)
+        return ProjectionParams(
+            norm_scale=_offset_scale(self.rmsnorm.weight),
+            qk_scale=((self.gamma.float() + 1) / math.sqrt(cfg.head_z_dim)).view(shape),
+            qk_shift=self.beta.float().view(shape),
+        )
+
     def project(
-        self, t: torch.Tensor, c: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor
+        self, t: torch.Tensor, c: torch.Tensor, rotations: torch.Tensor, params: ProjectionParams | None = None
     ) -> tuple[torch.Tensor, ...]:
         """(m, q, k, v, r) from the norm's output t and the CEMA's output c [B, T, D]; q and k are
-        rotated at the in-chunk `positions` [T] (a device tensor, so a captured decoding step can
-        move it). Shared by `forward` and the static decoder (engine/decode.py)."""
+        rotated by `rotations` [T, zh/2] (from a device tensor of positions, so a captured decoding
+        step can move them). `params` defaults to `projection_params()`: a decoder passes its own.
+        Shared by `forward` and the static decoder (engine/decode.py)."""
         cfg = self.config
-        heads, zh = cfg.num_heads, cfg.head_z_dim
-        m = _offset_rms_norm(c, self.rmsnorm.weight, cfg.norm_eps)
-        z = self.wz(m).float().unflatten(-1, (heads, zh))
-        z = F.rms_norm(z, (zh,), eps=cfg.norm_eps)
-        scale = (self.gamma.float() + 1) / math.sqrt(zh)
-        q = z * scale[0].view(heads, zh) + self.beta[0].float().view(heads, zh)
-        k = z * scale[1].view(heads, zh) + self.beta[1].float().view(heads, zh)
-        q = rotary(q, inv_freq, positions).to(t.dtype)
-        k = rotary(k, inv_freq, positions).to(t.dtype)
-        v = F.silu(self.wv(t)).unflatten(-1, (heads, cfg.head_value_dim))
+        params = self.projection_params() if params is None else params
+        m = F.rms_norm(c.float(), c.shape[-1:], params.norm_scale, cfg.norm_eps).to(c.dtype)
+        z = self.wz(m).float().unflatten(-1, (cfg.num_heads, cfg.head_z_dim))
+        z = F.rms_norm(z, z.shape[-1:], eps=cfg.norm_eps)
+        q, k = rotary(torch.addcmul(params.qk_shift, z, params.qk_scale), rotations).to(t.dtype)  # both at once
+        v = F.silu(self.wv(t)).unflatten(-1, (cfg.num_heads, cfg.head_value_dim))
         r = F.silu(self.wr(m))
         return m, q, k, v, r
 
     def gate(self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """The gated output projection of the attention [B, T, h, dv], plus the residual x."""
-        h = self.wh1(m) + self.wh2(attn.flatten(-2) * r)
-        return h + x
+        return _add_linear(self.wh1(m) + x, attn.flatten(-2) * r, self.wh2.weight)
 
 
 def _chunked_attention(q, k, v, cache_k, cache_v, position: int, chunk: int):
@@ -211,17 +243,23 @@ class NormalizedFeedForward(nn.Module):
         if self.alpha is not None:
             self.alpha.data.fill_(0.1 * 0.5**self.layer_index)
 
-    def forward(self, y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        weight = None if self.norm.weight is None else self.norm.weight.float() + 1
+    def norm_params(self) -> FeedForwardParams:
         bias = None if self.norm.bias is None else self.norm.bias.float()
-        u = F.layer_norm(y.float(), y.shape[-1:], weight, bias, self.config.norm_eps).to(y.dtype)
+        return FeedForwardParams(norm_weight=_offset_scale(self.norm.weight), norm_bias=bias)
+
+    def forward(
+        self, y: torch.Tensor, residual: torch.Tensor, params: FeedForwardParams | None = None
+    ) -> torch.Tensor:
+        """`params` defaults to `self.norm_params()`: a decoder passes its own."""
+        params = self.norm_params() if params is None else params
+        u = F.layer_norm(y.float(), y.shape[-1:], params.norm_weight, params.norm_bias, self.config.norm_eps)
+        u = u.to(y.dtype)
         hidden = F.silu(self.fc1(u))
         if self.fc3 is not None:
             hidden = hidden * self.fc3(u)
-        out = self.fc2(hidden)
-        if self.alpha is not None:
-            out = out * self.alpha
-        return out + residual
+        if self.alpha is None:
+            return _add_linear(residual, hidden, self.fc2.weight)
+        return torch.addcmul(residual, self.fc2(hidden), self.alpha)
 
 
 class MegalodonLayer(nn.Module):
@@ -230,8 +268,8 @@ class MegalodonLayer(nn.Module):
         self.mega = MovingAverageGatedAttention(config)
         self.nffn = NormalizedFeedForward(config, layer_index)
 
-    def forward(self, x, state: LayerState, position: int, inv_freq) -> tuple[torch.Tensor, LayerState]:
-        y, state = self.mega(x, state, position, inv_freq)
+    def forward(self, x, state: LayerState, position: int, rotations) -> tuple[torch.Tensor, LayerState]:
+        y, state = self.mega(x, state, position, rotations)
         return self.nffn(y, residual=x), state
 
 
@@ -313,9 +351,10 @@ class Megalodon(nn.Module):
         if state is None:
             state = self.new_state(ids.shape[0])
         x = self.embed_ids(ids)
-        inv_freq = self.rope.freqs
+        positions = (state.position + torch.arange(ids.shape[1], device=ids.device)) % self.config.chunk_size
+        rotations = rotation(self.rope.freqs, positions)  # the same for every layer
         for i, layer in enumerate(self.layers):
-            x, state.layers[i] = layer(x, state.layers[i], state.position, inv_freq)
+            x, state.layers[i] = layer(x, state.layers[i], state.position, rotations)
         y, state.final_norm = self.output.final_norm(x, state.final_norm)
         state.position += ids.shape[1]
         if state.recent_ids is not None:

@@ -18,12 +18,18 @@ import torch
 from megadoc.kernels.dispatch import use_triton
 
 
-def rotary(x: torch.Tensor, inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs of x [..., T, h, d] by positions [T] x inv_freq [d/2], in float32."""
-    angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]  # [T, d/2]
-    rotation = torch.polar(torch.ones_like(angles), angles)[:, None, :]  # [T, 1, d/2]
+def rotation(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The rotary factors e^(i positions x inv_freq): [T, d/2] complex64 for positions [T], inv_freq [d/2].
+    They depend on the positions only: computed once per call and shared by every layer."""
+    angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def rotary(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive pairs of x [..., T, h, d] by `rotations` [T, d/2] (from `rotation`), in float32.
+    One complex product: a single kernel (as real multiply-adds of the pairs it would take several)."""
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
-    return torch.view_as_real(pairs * rotation).flatten(-2)
+    return torch.view_as_real(pairs * rotations[:, None, :]).flatten(-2)
 
 
 def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

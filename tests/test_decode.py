@@ -109,7 +109,8 @@ def test_greedy_generate_ids_unchanged_through_the_decoder(monkeypatch):
 
 def test_generate_reuses_one_decoder_from_each_new_state(monkeypatch):
     """Answers in a row share the model's decoder (reset, never rebuilt), start from their own
-    states, and see parameters changed in place between them (the CEMA coefficients are recomputed)."""
+    states, and see parameters changed in place between them (what the step derives from them, the
+    CEMA coefficients, norm scales and q/k scales, is recomputed)."""
     model = perturbed_model(TINY)
     config = GenerationConfig(max_new_tokens=25)
 
@@ -126,6 +127,11 @@ def test_generate_reuses_one_decoder_from_each_new_state(monkeypatch):
     both_ways(torch.randint(0, TINY.vocab_size, (23,)))
     with torch.no_grad():
         model.layers[0].mega.cema.alpha.add_(0.5)
+    both_ways(torch.randint(0, TINY.vocab_size, (11,)))
+    with torch.no_grad():
+        model.layers[0].mega.gamma.add_(0.5)
+        model.layers[0].mega.rmsnorm.weight.add_(0.5)
+        model.layers[1].nffn.norm.weight.add_(0.5)
     both_ways(torch.randint(0, TINY.vocab_size, (11,)))
     assert model._static_decoders[1][1] is first and len(model._static_decoders) == 1
 
