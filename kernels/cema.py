@@ -92,42 +92,40 @@ def _powers(log_q: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
 def _scan_blocks(
     x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor, block: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [B, nb*block, D] in float32 -> (y, h after the last block)."""
+    """x [B, nb*block, D] in float32 -> (y, h after the last block).
+
+    Works feature-major ([B, D, blocks, K]), so that each product is one batched GEMM over
+    contiguous operands: token-major einsums made the CPU multiply one feature at a time."""
     batch, length, dim = x.shape
-    nblocks = length // block
-    xb = x.reshape(batch, nblocks, block, dim)
-    steps = torch.arange(block, device=x.device)
-    g_p = coeffs.g * coeffs.p  # [D, N]
+    nblocks, ndim = length // block, coeffs.p.shape[1]
+    xd = x.transpose(1, 2).reshape(batch, dim, nblocks, block)  # [B, D, C, K]
+    powers = _powers(coeffs.log_q, torch.arange(block + 1, device=x.device))  # q^0 .. q^K: [D, N, K+1]
 
     # Intra-block causal convolution with kernel w[k] = Re(sum_n g p q^k), as a Toeplitz product.
-    kernel = (g_p[..., None] * _powers(coeffs.log_q, steps)).real.sum(1)  # [D, K]
-    lag = steps[:, None] - steps[None, :]  # [t, j]
-    toeplitz = kernel[:, lag.clamp(min=0)] * (lag >= 0)  # [D, t, j]
-    y = torch.einsum("dtj,bcjd->bctd", toeplitz, xb)
+    kernel = ((coeffs.g * coeffs.p)[..., None] * powers[..., :block]).real.sum(1)  # [D, K]
+    steps = torch.arange(block, device=x.device)
+    lag = steps[None, :] - steps[:, None]  # [j, t]: t - j
+    y = xd @ (kernel[:, lag.clamp(min=0)] * (lag >= 0))  # [B, D, C, K]
 
     # Each block's contribution to the state at its end, starting from zero: p * sum_j q^(K-1-j) x_j.
-    decay_to_end = coeffs.p[..., None] * _powers(coeffs.log_q, block - 1 - steps)  # [D, N, K]
-    local_end = torch.complex(
-        torch.einsum("dnj,bcjd->bcdn", decay_to_end.real, xb).contiguous(),
-        torch.einsum("dnj,bcjd->bcdn", decay_to_end.imag, xb).contiguous(),
-    ) if nblocks else h.new_zeros(batch, 0, dim, coeffs.p.shape[1])
+    decay_to_end = coeffs.p[..., None] * powers[..., :block].flip(-1)  # [D, N, K]
+    ends = xd @ torch.cat([decay_to_end.real, decay_to_end.imag], 1).transpose(1, 2)  # [B, D, C, 2N]
+    local_end = torch.complex(ends[..., :ndim], ends[..., ndim:])
 
     # The state entering each block: a short sequential pass over block boundaries.
-    # (`unbind`, not `local_end[:, n]`: each select's backward writes a whole zero-filled gradient.)
-    q_block = torch.exp(coeffs.log_q * block)
+    # (`unbind`, not `local_end[:, :, n]`: each select's backward writes a whole zero-filled gradient.)
+    q_block = powers[..., block]
     entering = []
-    for block_end in local_end.unbind(1):
+    for block_end in local_end.unbind(2):
         entering.append(h)
         h = q_block * h + block_end
     if nblocks:
         # What the entering state adds at step t of its block: Re(sum_n g q^(t+1) h_in).
-        carry = coeffs.g[..., None] * _powers(coeffs.log_q, steps + 1)  # [D, N, K]
-        h_in = torch.stack(entering, dim=1)  # [B, nb, D, N]
-        y = y + torch.einsum("dnt,bcdn->bctd", carry.real, h_in.real) - torch.einsum(
-            "dnt,bcdn->bctd", carry.imag, h_in.imag
-        )
-    y = y + coeffs.omega * xb
-    return y.reshape(batch, length, dim), h
+        carry = coeffs.g[..., None] * powers[..., 1:]  # [D, N, K]
+        h_in = torch.stack(entering, dim=2)  # [B, D, C, N]
+        y = y + torch.cat([h_in.real, h_in.imag], -1) @ torch.cat([carry.real, -carry.imag], 1)
+    y = y + coeffs.omega[:, None, None] * xd
+    return y.reshape(batch, dim, length).transpose(1, 2), h
 
 
 def cema_chunked(
