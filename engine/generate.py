@@ -29,6 +29,7 @@ class GenerationConfig:
     stop_ids: Sequence[int] = ()
     stop_strings: Sequence[str] = ()
     seed: int | None = None
+    no_repeat_ngram: int = 0  # n > 0: never generate an n-gram the answer already holds (batch row 0)
 
 
 def sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -48,6 +49,32 @@ def sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Gene
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+class RepeatBan:
+    """The tokens that would repeat an n-gram of the ids produced so far (`no_repeat_ngram`)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.produced: list[int] = []
+        self.followers: dict[tuple[int, ...], set[int]] = {}
+
+    def add(self, token: int) -> None:
+        self.produced.append(token)
+        if len(self.produced) >= self.n:
+            gram = tuple(self.produced[-self.n :])
+            self.followers.setdefault(gram[:-1], set()).add(gram[-1])
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """Row 0 of logits [B, V] with the banned tokens at -inf (a copy when any is banned)."""
+        if len(self.produced) < self.n - 1:
+            return logits
+        banned = self.followers.get(tuple(self.produced[len(self.produced) - (self.n - 1) :]))
+        if not banned:
+            return logits
+        logits = logits.clone()
+        logits[0, list(banned)] = float("-inf")
+        return logits
 
 
 def static_decoding(model: Megalodon, config: GenerationConfig) -> bool:
@@ -79,10 +106,13 @@ def generate(
         from megadoc.engine.decode import decoder_for
 
         decoder = decoder_for(model, state)
+    repeats = RepeatBan(config.no_repeat_ngram) if config.no_repeat_ngram > 0 else None
     try:
         for _ in range(config.max_new_tokens):
-            token = sample(logits, config, generator)
+            token = sample(logits if repeats is None else repeats.apply(logits), config, generator)
             value = int(token[0])
+            if repeats is not None:
+                repeats.add(value)
             yield value
             if value in stop:
                 return

@@ -68,6 +68,9 @@ RecallOption = Annotated[
 ]
 MaxTokensOption = Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens to generate.")]
 TemperatureOption = Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")]
+NoRepeatOption = Annotated[
+    int, typer.Option("--no-repeat-ngram", min=0, help="Never repeat an n-gram of the answer (0: off).")
+]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Neither use nor fill the state cache.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or timing lines on stderr.")]
 
@@ -618,6 +621,7 @@ def eval_scrolls(
         int | None, typer.Option("--max-tokens", min=1, help="Answer length (default by task).")
     ] = None,
     device: DeviceOption = "auto",
+    no_repeat_ngram: NoRepeatOption = 0,
     out: Annotated[
         Path | None, typer.Option(help="Per-example JSONL (resumable); default scrolls-<task>-<model>-<mode>.jsonl.")
     ] = None,
@@ -635,7 +639,7 @@ def eval_scrolls(
         if task not in TASKS:
             raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
         examples = _scrolls_examples(task, data, split)
-        predictor, name = _predictor(engine, model, device, recall, max_tokens)
+        predictor, name = _predictor(engine, model, device, recall, max_tokens, no_repeat_ngram)
         target = out or Path(f"scrolls-{task}-{Path(name).name}.jsonl".replace(" ", "-"))
         with _example_progress(len(examples[:limit])) as update:
             summary = run_eval(task, examples, predictor, target, limit=limit, on_progress=update)
@@ -713,13 +717,14 @@ def _scrolls_examples(task: str, data: Path, split: str) -> list:
         raise UsageError(f"{data}: cannot load {task} examples ({_one_line(error)})") from None
 
 
-def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: int | None):
+def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: int | None, no_repeat_ngram: int):
     if engine == "megadoc":
         from megadoc.predictor import MegalodonPredictor
 
         loaded = models.load(model, models.choose_device(device))
         reader = Reader(loaded, cache=None)
-        return MegalodonPredictor(reader, recall, max_tokens), f"{loaded.name} ({'recall' if recall else 'plain'})"
+        predictor = MegalodonPredictor(reader, recall, max_tokens, no_repeat_ngram)
+        return predictor, f"{loaded.name} ({'recall' if recall else 'plain'})"
     if engine == "lead":
         from megadoc.evals.baselines import LeadBaseline
 

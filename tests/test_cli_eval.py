@@ -55,7 +55,8 @@ def test_scrolls_qmsum_runs_scores_and_resumes(app_env, tiny_model_dir, tmp_path
     data.mkdir()
     _meeting(data / "ES2004a.json")
     out = tmp_path / "rows.jsonl"
-    args = ["eval", "scrolls", "--task", "qmsum", "--data", data, "--model", tiny_model_dir, "--max-tokens", "4"]
+    args = ["eval", "scrolls", "--task", "qmsum", "--data", data, "--model", tiny_model_dir, "--max-tokens", "4",
+            "--no-repeat-ngram", "1"]
     result = run_cli(*args, "--out", out, "--json")
     assert result.exit_code == 0, result.stderr
     [row] = json_rows(result.stdout)

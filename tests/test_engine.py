@@ -7,7 +7,7 @@ import torch
 
 from megadoc.engine import Megalodon, MegalodonConfig, State
 from megadoc.engine.checkpoint import CheckpointError
-from megadoc.engine.generate import GenerationConfig, sample
+from megadoc.engine.generate import GenerationConfig, RepeatBan, sample
 from tests.oracle import rel_err
 
 TINY = MegalodonConfig.preset("tiny")
@@ -211,6 +211,34 @@ def test_generate_greedy_matches_manual_argmax_and_stops(model):
     stop = tokens[5]
     stopped = list(model.generate(prompt, state.clone(), GenerationConfig(max_new_tokens=20, stop_ids=[stop])))
     assert stopped == tokens[: tokens.index(stop) + 1]
+
+
+def test_repeat_ban_blocks_the_token_that_would_repeat_an_ngram():
+    ban = RepeatBan(3)
+    for token in [5, 6, 7, 1, 5, 6]:
+        ban.add(token)
+    logits = torch.zeros(2, 10)
+    banned = ban.apply(logits)
+    assert banned[0, 7] == float("-inf") and torch.isfinite(banned[0, :7]).all() and torch.isfinite(banned[1]).all()
+    assert torch.equal(logits, torch.zeros(2, 10))  # the caller's logits are not changed
+    ban.add(8)
+    assert ban.apply(logits) is logits  # "6 8" was never followed by anything: nothing to ban
+    assert RepeatBan(2).apply(logits) is logits
+
+
+def test_generate_without_repeated_ngrams_follows_greedy_until_a_repeat(model):
+    """Greedy over 120 tokens of a 512-token vocabulary repeats some token; with no_repeat_ngram=1
+    the ids equal greedy's up to that token and none repeats; with 3, no 3-gram occurs twice."""
+    prompt = torch.randint(0, TINY.vocab_size, (12,))
+    greedy = list(model.generate(prompt, model.new_state(), GenerationConfig(max_new_tokens=120)))
+    first_repeat = next(i for i, token in enumerate(greedy) if token in greedy[:i])
+    unique = list(model.generate(prompt, model.new_state(), GenerationConfig(max_new_tokens=120, no_repeat_ngram=1)))
+    assert len(unique) == len(set(unique)) == 120
+    assert unique[:first_repeat] == greedy[:first_repeat] and unique[first_repeat] != greedy[first_repeat]
+    config = GenerationConfig(max_new_tokens=120, no_repeat_ngram=3)
+    trigrams = list(model.generate(prompt, model.new_state(), config))
+    grams = [tuple(trigrams[i : i + 3]) for i in range(len(trigrams) - 2)]
+    assert len(trigrams) == 120 and len(set(grams)) == len(grams)
 
 
 def test_sampling_filters():
