@@ -614,8 +614,15 @@ def eval_scrolls(
     model: ModelOption = models.DEFAULT_MODEL,
     engine: Annotated[
         str,
-        typer.Option(help="megadoc, lead (the first 10 sentences: a floor), hf (a Hugging Face model dir) or vllm."),
+        typer.Option(
+            help="megadoc, lead (the first 10 sentences: a floor), majority (the most frequent training "
+            "answer: a QA floor), hf (a Hugging Face model dir) or vllm."
+        ),
     ] = "megadoc",
+    train_data: Annotated[
+        Path | None,
+        typer.Option(help="Training examples for --engine majority (default: --data's train split)."),
+    ] = None,
     recall: RecallOption = True,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", min=1, help="Answer length (default by task).")
@@ -639,7 +646,10 @@ def eval_scrolls(
         if task not in TASKS:
             raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
         examples = _scrolls_examples(task, data, split)
-        predictor, name = _predictor(engine, model, device, recall, max_tokens, no_repeat_ngram)
+        if engine == "majority":
+            predictor, name = _majority_predictor(task, train_data or data)
+        else:
+            predictor, name = _predictor(engine, model, device, recall, max_tokens, no_repeat_ngram)
         target = out or Path(f"scrolls-{task}-{Path(name).name}.jsonl".replace(" ", "-"))
         with _example_progress(len(examples[:limit])) as update:
             summary = run_eval(task, examples, predictor, target, limit=limit, on_progress=update)
@@ -717,6 +727,19 @@ def _scrolls_examples(task: str, data: Path, split: str) -> list:
         raise UsageError(f"{data}: cannot load {task} examples ({_one_line(error)})") from None
 
 
+def _majority_predictor(task: str, train_data: Path):
+    from megadoc.evals.baselines import MajorityAnswerBaseline
+
+    train = _scrolls_examples(task, train_data, "train")
+    try:
+        baseline = MajorityAnswerBaseline.from_examples(train)
+    except ValueError:
+        raise UsageError(
+            f"--engine majority needs training answers: none in the train split of {train_data} (see --train-data)"
+        ) from None
+    return baseline, f"majority answer ({baseline.answer!r})"
+
+
 def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: int | None, no_repeat_ngram: int):
     if engine == "megadoc":
         from megadoc.predictor import MegalodonPredictor
@@ -730,7 +753,7 @@ def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: i
 
         return LeadBaseline(), "lead-10 (first 10 sentences)"
     if engine not in ("hf", "vllm"):
-        raise UsageError(f"--engine must be megadoc, lead, hf or vllm, not {engine!r}")
+        raise UsageError(f"--engine must be megadoc, lead, majority, hf or vllm, not {engine!r}")
     if not Path(model).is_dir():
         raise UsageError(f"--engine {engine} needs --model DIR (a Hugging Face model directory)")
     from megadoc.evals.baselines import HFPredictor, VLLMPredictor

@@ -5,6 +5,7 @@ import math
 
 from tests import app_fixtures
 from tests.app_fixtures import AUSTEN, assert_one_line_error, json_rows, run_cli
+from tests.test_scrolls import qasper_answer
 
 app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
 
@@ -110,3 +111,25 @@ def test_compare_two_runs_with_a_paired_interval(app_env, tmp_path):
     (tmp_path / "bad.jsonl").write_text("not json\n")
     broken = run_cli("eval", "compare", a, tmp_path / "bad.jsonl", "--task", "qasper")
     assert_one_line_error(broken, "not a per-example")
+
+
+def test_scrolls_majority_baseline_answers_the_most_frequent_training_answer(app_env, tmp_path):
+    """Qasper in its official JSON: the floor predicts the train split's most frequent answer."""
+    def paper(answers: list[dict], question_id: str) -> dict:
+        qas = [{"question": "Is it open?", "question_id": question_id, "answers": answers}]
+        return {"title": "T", "abstract": "A.", "full_text": [], "qas": qas}
+
+    train = {f"p{i}": paper([qasper_answer(yes_no=i % 3 != 0)], f"t{i}") for i in range(6)}  # 4 Yes, 2 No
+    dev = {"d1": paper([qasper_answer(yes_no=True)], "v1"), "d2": paper([qasper_answer(unanswerable=True)], "v2")}
+    (tmp_path / "qasper-train-v0.3.json").write_text(json.dumps(train), encoding="utf-8")
+    (tmp_path / "qasper-dev-v0.3.json").write_text(json.dumps(dev), encoding="utf-8")
+    out = tmp_path / "majority.jsonl"
+    args = ["eval", "scrolls", "--task", "qasper", "--data", tmp_path, "--engine", "majority"]
+    result = run_cli(*args, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["engine"] == "majority" and row["count"] == 2 and row["model"] == "majority answer ('Yes')"
+    assert [json.loads(line)["prediction"] for line in out.read_text().splitlines()] == ["Yes", "Yes"]
+    assert math.isclose(row["score"], 50.0)  # right on v1 (F1 1), wrong on v2 (F1 0)
+    (tmp_path / "qasper-train-v0.3.json").write_text("{}", encoding="utf-8")
+    assert_one_line_error(run_cli(*args, "--out", tmp_path / "again.jsonl"), "--engine majority needs training answers")
