@@ -62,6 +62,7 @@ def test_scrolls_qmsum_runs_scores_and_resumes(app_env, tiny_model_dir, tmp_path
     assert result.exit_code == 0, result.stderr
     [row] = json_rows(result.stdout)
     assert row["task"] == "qmsum" and row["count"] == 2 and 0 <= row["score"] <= 100 and row["recall"] is True
+    assert row["no_repeat_ngram"] == 1
     assert len(out.read_text().splitlines()) == 2
     again = run_cli(*args, "--out", out, "--no-recall", "--limit", "1")
     assert again.exit_code == 0 and "| qmsum" not in again.stdout and "Megalodon-7B" in again.stdout
