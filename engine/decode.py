@@ -145,11 +145,8 @@ class StaticDecoder:
         cfg, device = model.config, model.device
         self._layer_step = _compiled_layer_step() if compiled else _layer_step
         self.model, self.chunk = model, cfg.chunk_size
-        self._metadata = dict(state.metadata)
-        self._recent = None if state.recent_ids is None else [state.recent_ids]
         batch = state.batch_size
-        self.position = state.position  # the host's count of tokens; mirrors the device tensor below
-        self._position = torch.zeros(1, dtype=torch.long, device=device)
+        self._position = torch.zeros(1, dtype=torch.long, device=device)  # mirrors `self.position`
         self._ids = torch.zeros(batch, dtype=torch.long, device=device)
         self._final = _clone_norm(state.final_norm)
         self._layers = []
@@ -163,7 +160,7 @@ class StaticDecoder:
                     params=_LayerParams.of(layer),
                 )
             )
-        self._load(state)
+        self._begin(state)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._logits = self._capture(state) if graph and device.type == "cuda" else None
 
@@ -177,11 +174,15 @@ class StaticDecoder:
         """Start over from `state` (same batch size and dtypes), with the parameters as they are now."""
         if state.batch_size != self._ids.shape[0]:
             raise ValueError(f"decoder of batch {self._ids.shape[0]} cannot take a state of batch {state.batch_size}")
-        self._metadata = dict(state.metadata)
-        self._recent = None if state.recent_ids is None else [state.recent_ids]
-        self.position = state.position
         for layer, buf in zip(self.model.layers, self._layers, strict=True):
             buf.params.copy_(_LayerParams.of(layer))
+        self._begin(state)
+
+    def _begin(self, state: State) -> None:
+        """Take `state`'s host-side fields (the token count, metadata, recent ids) and its tensors."""
+        self.position = state.position  # the host's count of tokens
+        self._metadata = dict(state.metadata)
+        self._recent = None if state.recent_ids is None else [state.recent_ids]
         self._load(state)
 
     def _load(self, state: State) -> None:
@@ -266,11 +267,11 @@ def decoder_for(model: Megalodon, state: State) -> StaticDecoder:
     decoders: dict[int, tuple[tuple[int, ...], StaticDecoder]] = model.__dict__.setdefault("_static_decoders", {})
     cached = decoders.get(state.batch_size)
     if cached is not None and cached[0] == weights and not cached[1].busy:
-        cached[1].reset(state)
-        cached[1].busy = True
-        return cached[1]
-    decoder = StaticDecoder(model, state)
+        decoder = cached[1]
+        decoder.reset(state)
+    else:
+        decoder = StaticDecoder(model, state)
+        if cached is None or cached[0] != weights:
+            decoders[state.batch_size] = (weights, decoder)
     decoder.busy = True
-    if cached is None or cached[0] != weights:
-        decoders[state.batch_size] = (weights, decoder)
     return decoder
