@@ -28,7 +28,7 @@ import torch
 
 from megadoc.engine.model import FeedForwardParams, Megalodon, MegalodonLayer, ProjectionParams, TimestepNorm
 from megadoc.engine.state import LayerState, State
-from megadoc.kernels.attention import decode_attention, rotation
+from megadoc.kernels.attention import decode_attention, rotation, write_slot
 from megadoc.kernels.cema import CemaCoefficients, cema_step
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm_step
 
@@ -93,9 +93,10 @@ def _clone_norm(stats: NormStats) -> NormStats:
 
 # Left out of torch.compile: the Triton CEMA step's wrapper views complex tensors as real ones, which
 # inductor does not compile; inductor's fused kernel of the float64 norm step fails in Triton 3.6;
-# the Triton kernels of the norm step and the attention run as they are.
+# the Triton kernels of the norm step, the attention and the cache write run as they are.
 _cema_step = torch.compiler.disable(cema_step)
 _decode_attention = torch.compiler.disable(decode_attention)
+_write_slot = torch.compiler.disable(write_slot)
 
 
 @torch.compiler.disable
@@ -114,8 +115,7 @@ def _layer_step(
     t = _timestep_norm(mega.timenorm, x, buf.norm)
     c, cema_h = _cema_step(t[:, 0], params.coeffs, buf.cema_h)
     m, q, k, v, r = mega.project(t, c[:, None], rotations, params.projection)
-    buf.k[:, :, in_chunk] = k.transpose(1, 2)  # an index_put_, which inductor keeps in place
-    buf.v[:, :, in_chunk] = v.transpose(1, 2)
+    _write_slot(buf.k, buf.v, k, v, in_chunk)
     y = mega.gate(x, m, _decode_attention(q, buf.k, buf.v, in_chunk), r)
     buf.cema_h.copy_(cema_h)
     return layer.nffn(y, residual=x, params=params.ffn)
@@ -218,7 +218,7 @@ class StaticDecoder:
             x = self._layer_step(layer, buf, x, in_chunk, rotations)
         y = _timestep_norm(model.output.final_norm, x, self._final)
         self._position.add_(1)
-        return model.output.output(y[:, 0]).float()
+        return model.output.logits(y[:, 0])
 
     @torch.inference_mode()
     def step(self, ids: torch.Tensor) -> torch.Tensor:

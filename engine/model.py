@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.state import LayerState, State
-from megadoc.kernels.attention import chunk_attention, rotary, rotation
+from megadoc.kernels.attention import chunk_attention, normalized_qk, rotation
 from megadoc.kernels.cema import CemaCoefficients, cema, cema_coefficients, cema_step
+from megadoc.kernels.linear import fused_linear
+from megadoc.kernels.norm import layer_norm, rms_norm
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step
 
 if TYPE_CHECKING:
@@ -37,14 +38,6 @@ def _linear_init(layer: nn.Linear) -> None:
 def _offset_scale(weight: torch.Tensor | None) -> torch.Tensor | None:
     """A norm's float32 scale: its weight is stored as an offset from 1."""
     return None if weight is None else weight.float() + 1
-
-
-def _add_linear(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """acc + x @ weight.T, in one GEMM (cuBLAS adds `acc` in its epilogue: no addition kernel) unless
-    autocast is on: it would round `acc`, the float32 residual stream in training, to bf16."""
-    if torch.is_autocast_enabled(acc.device.type):
-        return acc + F.linear(x, weight)
-    return torch.addmm(acc.flatten(0, -2), x.flatten(0, -2), weight.t()).view(acc.shape)
 
 
 class TimestepNorm(nn.Module):
@@ -174,17 +167,17 @@ class MovingAverageGatedAttention(nn.Module):
         Shared by `forward` and the static decoder (engine/decode.py)."""
         cfg = self.config
         params = self.projection_params() if params is None else params
-        m = F.rms_norm(c.float(), c.shape[-1:], params.norm_scale, cfg.norm_eps).to(c.dtype)
-        z = self.wz(m).float().unflatten(-1, (cfg.num_heads, cfg.head_z_dim))
-        z = F.rms_norm(z, z.shape[-1:], eps=cfg.norm_eps)
-        q, k = rotary(torch.addcmul(params.qk_shift, z, params.qk_scale), rotations).to(t.dtype)  # both at once
-        v = F.silu(self.wv(t)).unflatten(-1, (cfg.num_heads, cfg.head_value_dim))
-        r = F.silu(self.wr(m))
+        m = rms_norm(c, params.norm_scale, cfg.norm_eps)
+        z = fused_linear(m, self.wz.weight, self.wz.bias).unflatten(-1, (cfg.num_heads, cfg.head_z_dim))
+        q, k = normalized_qk(z, params.qk_shift, params.qk_scale, rotations, cfg.norm_eps).to(t.dtype)
+        v = fused_linear(t, self.wv.weight, self.wv.bias, silu=True).unflatten(-1, (cfg.num_heads, cfg.head_value_dim))
+        r = fused_linear(m, self.wr.weight, self.wr.bias, silu=True)
         return m, q, k, v, r
 
     def gate(self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """The gated output projection of the attention [B, T, h, dv], plus the residual x."""
-        return _add_linear(self.wh1(m) + x, attn.flatten(-2) * r, self.wh2.weight)
+        h = fused_linear(m, self.wh1.weight, self.wh1.bias, residual=x)
+        return fused_linear(attn.flatten(-2), self.wh2.weight, scale=r, residual=h)
 
 
 def _chunked_attention(q, k, v, cache_k, cache_v, position: int, chunk: int):
@@ -252,14 +245,11 @@ class NormalizedFeedForward(nn.Module):
     ) -> torch.Tensor:
         """`params` defaults to `self.norm_params()`: a decoder passes its own."""
         params = self.norm_params() if params is None else params
-        u = F.layer_norm(y.float(), y.shape[-1:], params.norm_weight, params.norm_bias, self.config.norm_eps)
-        u = u.to(y.dtype)
-        hidden = F.silu(self.fc1(u))
-        if self.fc3 is not None:
-            hidden = hidden * self.fc3(u)
+        u = layer_norm(y, params.norm_weight, params.norm_bias, self.config.norm_eps)
+        hidden = fused_linear(u, self.fc1.weight, silu=True, up=None if self.fc3 is None else self.fc3.weight)
         if self.alpha is None:
-            return _add_linear(residual, hidden, self.fc2.weight)
-        return torch.addcmul(residual, self.fc2(hidden), self.alpha)
+            return fused_linear(hidden, self.fc2.weight, residual=residual)
+        return torch.addcmul(residual, fused_linear(hidden, self.fc2.weight), self.alpha)
 
 
 class MegalodonLayer(nn.Module):
@@ -286,6 +276,10 @@ class OutputHead(nn.Module):
         super().__init__()
         self.final_norm = TimestepNorm(config.model_dim, config.norm_num_groups, config.norm_eps)
         self.output = nn.Linear(config.model_dim, config.logits_dim, bias=False)
+
+    def logits(self, y: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of the final norm's output y."""
+        return fused_linear(y, self.output.weight).float()
 
 
 class Megalodon(nn.Module):
@@ -362,7 +356,7 @@ class Megalodon(nn.Module):
             state.recent_ids = torch.cat([state.recent_ids, ids], 1)[:, -keep:]
         if not compute_logits:
             return None
-        return self.output.output(y).float()
+        return self.output.logits(y)
 
     # -- reading long inputs ------------------------------------------------------------------
 

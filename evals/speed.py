@@ -344,7 +344,7 @@ def bench_decode_kernels(ceil: dict, results: dict) -> None:
     """The decoding step's kernels (7B shapes, batch 1 and 8) vs their references and floors."""
     cfg = MegalodonConfig.preset("7b")
     bw = ceil["copy_gbps"] * 1e9
-    rows = bench_norm_step(cfg, bw) | bench_decode_attention(cfg, bw)
+    rows = bench_norm_step(cfg, bw) | bench_decode_attention(cfg, bw) | bench_fused_linear(cfg, bw)
     results.setdefault("kernels", {}).update(rows)
     log(json.dumps(rows, indent=1))
 
@@ -411,6 +411,84 @@ def bench_decode_attention(cfg: MegalodonConfig, bw: float, sets: int = 4) -> di
             rows[f"decode_attention_b{batch}_valid{valid}"] = row
         del buffers
         free_memory()
+    return rows
+
+
+LINEAR_TILES = [  # block_n, block_k, num_warps, num_stages (the kernel's defaults are timed as `triton`)
+    (16, 256, 4, 4), (32, 256, 4, 4), (64, 128, 4, 4), (32, 128, 4, 6), (16, 512, 4, 3), (32, 512, 8, 3),
+    (64, 256, 8, 4), (16, 128, 4, 6),
+]
+
+
+def linear_shapes(cfg: MegalodonConfig) -> list[tuple[str, int, int, dict[str, bool], int]]:
+    """(name, N, K, fusion, calls per step) of every weight read in one decoding step."""
+    d, z, v, f = cfg.model_dim, cfg.z_dim, cfg.value_dim, cfg.ffn_hidden_dim
+    layers = cfg.num_layers
+    return [
+        ("wz_bias", z, d, {"bias": True}, layers),
+        ("wv_wr_bias_silu", v, d, {"bias": True, "silu": True}, 2 * layers),
+        ("wh1_bias_residual", d, d, {"bias": True, "residual": True}, layers),
+        ("wh2_gate_residual", d, v, {"scale": True, "residual": True}, layers),
+        ("fc1_fc3_swiglu", f, d, {"silu": True, "up": True}, layers),
+        ("fc2_residual", d, f, {"residual": True}, layers),
+        ("output_head", cfg.logits_dim, d, {}, 1),
+    ]
+
+
+def _linear_calls(fn: Callable[..., torch.Tensor], arg_sets: list[dict[str, Any]],
+                  **tile: int) -> list[Callable[[], torch.Tensor]]:
+    """Calls of fn(x, weight, **rest) over each argument set in turn, twice round."""
+    return [functools.partial(fn, a["x"], a["weight"], **{k: v for k, v in a.items() if k not in ("x", "weight")},
+                              **tile) for a in arg_sets] * 2
+
+
+def bench_fused_linear(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, Any]]:
+    """The decoding step's weight reads (7B shapes, batch 1 and 8): the reference (cuBLAS and one
+    kernel per elementwise step, what the model ran before) vs kernels/linear_triton.py and its tiles,
+    per call inside a CUDA graph that cycles over enough weight sets to miss L2. Ends with the sum
+    over one step (each shape times its calls) for the reference, the default and the best tiles."""
+    from megadoc.kernels.linear import fused_linear_reference
+    from megadoc.kernels.linear_triton import fused_linear_triton
+
+    rows: dict[str, dict[str, Any]] = {}
+    for batch in (1, 8):
+        totals = {"floor_us": 0.0, "reference_graph_us": 0.0, "triton_graph_us": 0.0, "best_tiles_us": 0.0}
+        for name, n, k, fusion, calls in linear_shapes(cfg):
+            weight_bytes = n * k * 2 * (2 if fusion.get("up") else 1)
+            sets = max(2, -(-256 * 2**20 // weight_bytes))
+
+            def make(n=n, k=k, fusion=fusion, batch=batch) -> dict[str, Any]:
+                def rand(*shape: int) -> torch.Tensor:
+                    return torch.randn(*shape, device="cuda", dtype=torch.bfloat16) * 0.05
+                return {"x": rand(batch, k), "weight": rand(n, k),
+                        "bias": rand(n) if fusion.get("bias") else None, "silu": fusion.get("silu", False),
+                        "up": rand(n, k) if fusion.get("up") else None,
+                        "scale": rand(batch, k) if fusion.get("scale") else None,
+                        "residual": rand(batch, n) if fusion.get("residual") else None}
+
+            args = [make() for _ in range(sets)]
+            row: dict[str, Any] = {"floor_us": weight_bytes / bw * 1e6}
+
+            row["reference_graph_us"] = 1e3 * graph_ms(_linear_calls(fused_linear_reference, args))
+            row["triton_graph_us"] = 1e3 * graph_ms(_linear_calls(fused_linear_triton, args))
+            best = row["triton_graph_us"]
+            for bn, bk, warps, stages in LINEAR_TILES:
+                key = f"triton_n{bn}_k{bk}_w{warps}_s{stages}_graph_us"
+                try:
+                    row[key] = 1e3 * graph_ms(_linear_calls(fused_linear_triton, args, block_n=bn, block_k=bk,
+                                                       num_warps=warps, num_stages=stages))
+                    best = min(best, row[key])
+                except Exception as error:  # a tile that does not fit: report and go on
+                    row[key] = f"failed: {str(error)[:80]}"
+            row["triton_gbps"] = weight_bytes / row["triton_graph_us"] / 1e3
+            row["reference_gbps"] = weight_bytes / row["reference_graph_us"] / 1e3
+            for total, value in (("floor_us", row["floor_us"]), ("reference_graph_us", row["reference_graph_us"]),
+                                 ("triton_graph_us", row["triton_graph_us"]), ("best_tiles_us", best)):
+                totals[total] += calls * value
+            rows[f"linear_{name}_b{batch}"] = row
+            del args
+            free_memory()
+        rows[f"linear_step_total_b{batch}"] = totals
     return rows
 
 

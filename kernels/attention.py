@@ -14,6 +14,7 @@ kernels/attention_triton.py unless MEGADOC_KERNELS=reference (see kernels/dispat
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from megadoc.kernels.dispatch import use_triton
 
@@ -30,6 +31,33 @@ def rotary(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     One complex product: a single kernel (as real multiply-adds of the pairs it would take several)."""
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
     return torch.view_as_real(pairs * rotations[:, None, :]).flatten(-2)
+
+
+def normalized_qk(
+    z: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, rotations: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """q and k from the shared projection z [B, T, h, zh]: each head's RMS norm in float32, q's and
+    k's own affine (scale, shift [2, 1, 1, h, zh]), and the rotary of `rotations` [T, zh/2]; returned
+    stacked [2, B, T, h, zh] in z's dtype. On CUDA kernels/attention_triton.py does it in one kernel."""
+    if use_triton(z):
+        from megadoc.kernels.attention_triton import normalized_qk_triton
+
+        return normalized_qk_triton(z, shift, scale, rotations, eps)
+    normed = F.rms_norm(z.float(), z.shape[-1:], eps=eps)
+    return rotary(torch.addcmul(shift, normed, scale), rotations).to(z.dtype)
+
+
+def write_slot(k_buffer: torch.Tensor, v_buffer: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               slot: torch.Tensor) -> None:
+    """Write one token's k [B, 1, h, dk] and v [B, 1, h, dv] into the decoding buffers
+    [B, h, C, d] at `slot`, a one-element int64 device tensor (a CUDA graph replays it as it moves)."""
+    if use_triton(k):
+        from megadoc.kernels.attention_triton import write_slot_triton
+
+        write_slot_triton(k_buffer, v_buffer, k, v, slot)
+        return
+    k_buffer[:, :, slot] = k.transpose(1, 2)
+    v_buffer[:, :, slot] = v.transpose(1, 2)
 
 
 def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
