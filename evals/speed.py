@@ -435,11 +435,22 @@ def linear_shapes(cfg: MegalodonConfig) -> list[tuple[str, int, int, dict[str, b
     ]
 
 
+def _linear_args(n: int, k: int, fusion: dict[str, bool], batch: int) -> dict[str, Any]:
+    """Random bf16 arguments of `fused_linear` for a [batch, k] input, an [n, k] weight and `fusion`."""
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16) * 0.05
+
+    return {"x": rand(batch, k), "weight": rand(n, k),
+            "bias": rand(n) if fusion.get("bias") else None, "silu": fusion.get("silu", False),
+            "up": rand(n, k) if fusion.get("up") else None,
+            "scale": rand(batch, k) if fusion.get("scale") else None,
+            "residual": rand(batch, n) if fusion.get("residual") else None}
+
+
 def _linear_calls(fn: Callable[..., torch.Tensor], arg_sets: list[dict[str, Any]],
                   **tile: int) -> list[Callable[[], torch.Tensor]]:
-    """Calls of fn(x, weight, **rest) over each argument set in turn, twice round."""
-    return [functools.partial(fn, a["x"], a["weight"], **{k: v for k, v in a.items() if k not in ("x", "weight")},
-                              **tile) for a in arg_sets] * 2
+    """Calls of fn over each argument set in turn, twice round."""
+    return [functools.partial(fn, **args, **tile) for args in arg_sets] * 2
 
 
 def bench_fused_linear(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, Any]]:
@@ -456,17 +467,7 @@ def bench_fused_linear(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, A
         for name, n, k, fusion, calls in linear_shapes(cfg):
             weight_bytes = n * k * 2 * (2 if fusion.get("up") else 1)
             sets = max(2, -(-256 * 2**20 // weight_bytes))
-
-            def make(n=n, k=k, fusion=fusion, batch=batch) -> dict[str, Any]:
-                def rand(*shape: int) -> torch.Tensor:
-                    return torch.randn(*shape, device="cuda", dtype=torch.bfloat16) * 0.05
-                return {"x": rand(batch, k), "weight": rand(n, k),
-                        "bias": rand(n) if fusion.get("bias") else None, "silu": fusion.get("silu", False),
-                        "up": rand(n, k) if fusion.get("up") else None,
-                        "scale": rand(batch, k) if fusion.get("scale") else None,
-                        "residual": rand(batch, n) if fusion.get("residual") else None}
-
-            args = [make() for _ in range(sets)]
+            args = [_linear_args(n, k, fusion, batch) for _ in range(sets)]
             row: dict[str, Any] = {"floor_us": weight_bytes / bw * 1e6}
 
             row["reference_graph_us"] = 1e3 * graph_ms(_linear_calls(fused_linear_reference, args))

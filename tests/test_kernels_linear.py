@@ -12,9 +12,7 @@ pytest.importorskip("triton")
 
 from megadoc.kernels.linear import MAX_FUSED_ROWS, fused_linear, fused_linear_reference  # noqa: E402
 from megadoc.kernels.linear_triton import fused_linear_triton  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
 
 FUSIONS = {  # the model's uses: q/k and values, the gates, the residual adds, SwiGLU
     "plain": {},
@@ -25,11 +23,6 @@ FUSIONS = {  # the model's uses: q/k and values, the gates, the residual adds, S
     "swiglu": {"silu": True, "up": True},
 }
 
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
-    assert torch.isfinite(out).all()
-    return ((out - ref).norm() / ref.norm()).item()
 
 
 def check(rows: int, n: int, k: int, fusion: str, dtype: torch.dtype, seed: int, lead: tuple[int, ...] = (),

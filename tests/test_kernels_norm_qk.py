@@ -12,22 +12,12 @@ from megadoc.kernels.attention import normalized_qk, rotation, write_slot  # noq
 from megadoc.kernels.attention_triton import normalized_qk_triton, write_slot_triton  # noqa: E402
 from megadoc.kernels.norm import layer_norm, rms_norm  # noqa: E402
 from megadoc.kernels.norm_triton import row_norm_triton  # noqa: E402
+from tests import kernel_checks  # noqa: E402
+from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
+
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-
-
-@pytest.fixture(autouse=True)
-def references_everywhere(monkeypatch):
-    """The entry points dispatch to Triton on CUDA; here they must stay references."""
-    monkeypatch.setenv("MEGADOC_KERNELS", "reference")
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
-    assert torch.isfinite(out).all()
-    return ((out - ref).norm() / ref.norm()).item()
 
 
 def check_norm(shape: tuple[int, ...], center: bool, affine: bool, dtype: torch.dtype, seed: int) -> None:

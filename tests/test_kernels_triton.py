@@ -21,23 +21,12 @@ from megadoc.kernels.cema import cema_coefficients, cema_sequential, cema_step  
 from megadoc.kernels.cema_triton import cema_step_triton, cema_triton  # noqa: E402
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step  # noqa: E402
 from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton, timestep_norm_triton  # noqa: E402
+from tests import kernel_checks  # noqa: E402
+from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
+
 TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}
-
-
-@pytest.fixture(autouse=True)
-def references_everywhere(monkeypatch):
-    """The reference functions dispatch to Triton on CUDA; here they must stay references."""
-    monkeypatch.setenv("MEGADOC_KERNELS", "reference")
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = (torch.view_as_real(t) if t.is_complex() else t for t in (out.detach().cpu(), ref.detach().cpu()))
-    out, ref = out.double(), ref.double()
-    assert torch.isfinite(out).all()
-    return ((out - ref).norm() / ref.norm().clamp(min=1e-30)).item()
 
 
 def cema_params(dim: int, ndim: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -1,0 +1,23 @@
+"""What the kernel tests share: the device they run on, the GPU-only mark, the relative error of
+METHOD.md, and an autouse fixture that keeps the entry points on their references (on CUDA they would
+dispatch to the Triton kernels being checked) in the modules that import it."""
+
+import pytest
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(autouse=True)
+def references_everywhere(monkeypatch):
+    """The reference functions dispatch to Triton on CUDA; here they must stay references."""
+    monkeypatch.setenv("MEGADOC_KERNELS", "reference")
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64 on the CPU (complex tensors as their real pairs); out must be finite."""
+    out, ref = (torch.view_as_real(t) if t.is_complex() else t for t in (out.detach().cpu(), ref.detach().cpu()))
+    out, ref = out.double(), ref.double()
+    assert torch.isfinite(out).all()
+    return ((out - ref).norm() / ref.norm().clamp(min=1e-30)).item()
