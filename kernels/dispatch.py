@@ -1,7 +1,9 @@
 """Which implementation the kernels' entry points run: Triton on CUDA tensors, the references elsewhere.
 
-The Triton kernels are forward-only, so while autograd records (training) the references run: they
-are differentiable and compute the same function.
+`use_triton` is for the forward-only kernels: while autograd records (training) their references
+run instead, being differentiable and computing the same function. `use_triton_autograd` is for the
+kernels that also have a Triton backward (an autograd.Function beside the kernel): they run on CUDA
+whether or not a gradient is being recorded.
 
 `MEGADOC_KERNELS=reference` forces the plain-PyTorch references on the GPU too (the benchmark's
 baseline); it is read at every call so one process can time both paths.
@@ -14,6 +16,15 @@ import os
 import torch
 
 
+def _triton_allowed(x: torch.Tensor) -> bool:
+    return x.is_cuda and os.environ.get("MEGADOC_KERNELS", "triton") != "reference"
+
+
 def use_triton(x: torch.Tensor) -> bool:
     """True when `x` lives on a CUDA device, no gradient is being recorded, and the references are not forced."""
-    return x.is_cuda and not torch.is_grad_enabled() and os.environ.get("MEGADOC_KERNELS", "triton") != "reference"
+    return _triton_allowed(x) and not torch.is_grad_enabled()
+
+
+def use_triton_autograd(x: torch.Tensor) -> bool:
+    """True when `x` lives on a CUDA device and the references are not forced, gradient or not."""
+    return _triton_allowed(x)
