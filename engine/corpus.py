@@ -138,6 +138,43 @@ def _who_did(text: str, names: set[str]) -> list[QAPair]:
     return pairs
 
 
+_RELATIONS = (
+    "friend|wife|husband|sister|brother|father|mother|son|daughter|servant|master|mistress|uncle|aunt|"
+    "cousin|nephew|niece|lover|companion|guardian|maid|nurse|secretary|partner|grandfather|grandmother"
+)
+_NAME = rf"({_TITLES}([A-Z][a-z]+))"
+
+
+def _who_relation(text: str, names: set[str]) -> list[QAPair]:
+    """ "Who is A's friend?" -> B and "Who is B?" -> "A's friend", from "A's friend, B", "B, A's
+    friend" and "B, the friend of A" (both answers spans of the text)."""
+    forms = [  # (pattern, group of A, group of B, group of the relation)
+        (re.compile(rf"\b{_NAME}'s ({_RELATIONS}),? {_NAME}\b"), 1, 4, 3),
+        (re.compile(rf"\b{_NAME}, {_NAME}'s ({_RELATIONS})\b"), 3, 1, 5),
+        (re.compile(rf"\b{_NAME}, ((?:the|his|her) ({_RELATIONS}) of {_NAME})\b"), 5, 1, 4),
+    ]
+    pairs = []
+    for pattern, a, b, relation in forms:
+        for m in pattern.finditer(text):
+            if m.group(a + 1) not in names or m.group(b + 1) not in names or m.group(a + 1) == m.group(b + 1):
+                continue
+            pairs.append(QAPair(f"Who is {m.group(a)}'s {m.group(relation)}?", m.group(b), m.start(b)))
+            # B's description: the rest of the match, without the comma that joins it to B.
+            first, last = (m.end(b) + 2, m.end()) if m.start(b) == m.start() else (m.start(), m.start(b))
+            description = text[first:last].rstrip(", ")
+            pairs.append(QAPair(f"Who is {m.group(b)}?", description, first))
+    return pairs
+
+
+def _who_is(text: str, names: set[str]) -> list[QAPair]:
+    """ "Who is B?" -> "a frontiersman and a soldier", from "B was a frontiersman and a soldier." """
+    pattern = re.compile(
+        rf"(?:^|(?<=[.!?] )){_NAME} (?:was|is) ((?:a|an|the) (?!first|last|only)[a-z][a-z ,'-]{{8,60}}?)[.;]", re.M
+    )
+    matches = (m for m in pattern.finditer(text) if m.group(2) in names)
+    return [QAPair(f"Who is {m.group(1)}?", m.group(3), m.start(3)) for m in matches]
+
+
 def _cloze(text: str, names: set[str]) -> list[QAPair]:
     counts = Counter(re.findall(r"\b[a-z]{7,}\b", text))
     pairs = []
@@ -158,12 +195,14 @@ def _cloze(text: str, names: set[str]) -> list[QAPair]:
 
 
 def make_book_questions(text: str, rng: random.Random, n: int) -> list[QAPair]:
-    """Up to `n` questions answerable from `text` (a cleaned book), mixing who-said, who-did and cloze.
+    """Up to `n` questions answerable from `text` (a cleaned book), mixing who-said, who-did, who-is
+    (relations and descriptions) and cloze.
 
     Every answer is a span of `text` at `char_offset`.
     """
     names = _names(text)
-    kinds = [_who_said(text, names), _who_did(text, names), _cloze(text, names)]
+    kinds = [_who_said(text, names), _who_did(text, names), _who_relation(text, names) + _who_is(text, names),
+             _cloze(text, names)]
     for pairs in kinds:
         rng.shuffle(pairs)
     chosen: list[QAPair] = []

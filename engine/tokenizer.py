@@ -38,6 +38,10 @@ class Tokenizer:
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
         return self._sp.encode(text, add_bos=bos, add_eos=eos)
 
+    def count(self, text: str) -> int:
+        """How many ids `encode(text)` gives."""
+        return len(self._sp.encode(text))
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids and, for each, the (start, end) character span of `text` it stands for.
 

@@ -4,11 +4,13 @@ pretrain: the training split of the books (Gutenberg headers stripped, hard line
 tokenized into uint16 shards, documents separated by EOS.
 heldout: the held-out books, cleaned the same way, as .txt files for perplexity.
 tune: (document, question, answer) rows in exactly the layout the app feeds at inference:
-    [BOS] before + document | after | answer [EOS]
-where (before, after) = megadoc.prompts.split(template, question=...). Questions come from QMSum
-train (query-focused summaries, in the app's and SCROLLS' prompts) and from questions built from
-the books by our own code, whose answers are spans of the text. Stored as one flat id array with
-row offsets and answer starts.
+    [BOS] before + document up to its last chunk boundary | final prompt | answer [EOS]
+where the final prompt is, as in megadoc.reader.final_prompt, either the document's tail and the
+prompt's `after` part (--no-recall) or `before`, the passages BM25 recalls for the question, and
+`after` (recall, the app's default; RECALL_FRACTION of the rows). Questions come from QMSum train
+(query-focused summaries, in the app's and SCROLLS' prompts) and from questions built from the
+books by our own code, whose answers are spans of the text. Stored as one flat id array with row
+offsets and answer starts.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from megadoc import prompts
+from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.corpus import (
+    QMSumExample,
     load_qmsum_examples,
     make_book_questions,
     read_book,
@@ -30,11 +34,17 @@ from megadoc.engine.corpus import (
     strip_gutenberg,
 )
 from megadoc.engine.tokenizer import Tokenizer
+from megadoc.ingest import Document
+from megadoc.reader import final_prompt
+from megadoc.recall import PassageIndex, passage_size
 
 HELDOUT_FRACTION, SPLIT_SEED = 0.05, 0
 # Each QMSum train query is a row in the app's summary prompt and in SCROLLS' ("Query: ... Answer:"):
 # tuned on the first only, the model answered SCROLLS queries like the books' who-questions, in a word.
 QMSUM_TEMPLATES = ("query_summary", "scrolls_qmsum")
+# Share of tuning rows in the recall layout (the app's default); the rest read the document's tail.
+RECALL_FRACTION = 0.75
+CHUNK_SIZE = MegalodonConfig.preset("mini").chunk_size
 _WRAPPED_LINE = re.compile(r"(?<=\S)[ \t]*\n(?=[ \t]*\S)")
 
 
@@ -43,11 +53,27 @@ def clean_book(path: Path) -> str:
     return _WRAPPED_LINE.sub(" ", strip_gutenberg(read_book(path)))
 
 
-def prompt_ids(tokenizer: Tokenizer, template: str, document: str, question: str) -> tuple[list[int], list[int]]:
-    """(ids up to the end of the document, ids of the prompt after it) as the app feeds them."""
+def prompt_ids(
+    tokenizer: Tokenizer, template: str, document: str, question: str, recall: bool, chunk_size: int = CHUNK_SIZE
+) -> tuple[list[int], list[int]]:
+    """(ids the state reads: BOS, the template's `before` and the document up to the last chunk
+    boundary; ids of the final prompt) exactly as megadoc.reader feeds them, with or without recall."""
     slot = "query" if "query" in prompts.slots(template) else "question"
     before, after = prompts.split(template, **{slot: question})
-    return [tokenizer.bos_id, *tokenizer.encode(before), *tokenizer.encode(document)], tokenizer.encode(after)
+    text = before + document
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    ids, offsets = [tokenizer.bos_id, *ids], [(0, 0), *offsets]
+    boundary = len(ids) // chunk_size * chunk_size
+    tail = text[offsets[boundary][0] :] if boundary < len(ids) else ""
+    passages = None
+    if recall:
+        doc = Document(text, [], source="tuning", kind="text")
+        passages = PassageIndex.build(doc, offsets, passage_size(chunk_size), first_token=1)
+    # The answer reserve of a long answer: a quarter of the chunk (megadoc.reader.ANSWER_RESERVE_FRACTION).
+    prompt, _ = final_prompt(passages, tail, before, after, question if recall else None, chunk_size, chunk_size,
+                             tokenizer.count)
+    final = tokenizer.encode(prompt)
+    return ids[:boundary], [tokenizer.bos_id, *final] if boundary == 0 else final
 
 
 def _tokenize_book(args: tuple[str, str]) -> np.ndarray:
@@ -85,24 +111,31 @@ def _book_rows(args: tuple[str, str, int, int]) -> list[tuple[list[int], int]]:
         after_answer = rng.randint(0, 2000) if rng.random() < 0.5 else rng.randint(4000, 30000)
         end = min(len(text), pair.char_offset + len(pair.answer) + after_answer)
         start = max(0, end - rng.randint(20000, 60000))
-        context, question_ids = prompt_ids(tokenizer, "qa", text[start:end], pair.question)
+        recall = rng.random() < RECALL_FRACTION
+        context, question_ids = prompt_ids(tokenizer, "qa", text[start:end], pair.question, recall)
         answer = tokenizer.encode(" " + pair.answer) + [tokenizer.eos_id]
         rows.append(([*context, *question_ids, *answer], len(context) + len(question_ids)))
     return rows
 
 
-def prepare_tune(books: Path, qmsum_train: Path, tokenizer_path: Path, out: Path, per_book: int, seed: int) -> int:
+def _qmsum_row(args: tuple[QMSumExample, str, bool, str]) -> tuple[list[int], int]:
+    example, template, recall, tokenizer_path = args
     tokenizer = Tokenizer.load(tokenizer_path)
+    answer = tokenizer.encode(" " + example.answer.strip()) + [tokenizer.eos_id]
+    context, question_ids = prompt_ids(tokenizer, template, example.transcript, example.query, recall)
+    return [*context, *question_ids, *answer], len(context) + len(question_ids)
+
+
+def prepare_tune(books: Path, qmsum_train: Path, tokenizer_path: Path, out: Path, per_book: int, seed: int) -> int:
     rows: list[tuple[list[int], int]] = []
-    for example in load_qmsum_examples(qmsum_train):
-        answer = tokenizer.encode(" " + example.answer.strip()) + [tokenizer.eos_id]
-        for template in QMSUM_TEMPLATES:
-            context, question_ids = prompt_ids(tokenizer, template, example.transcript, example.query)
-            rows.append(([*context, *question_ids, *answer], len(context) + len(question_ids)))
+    rng = random.Random(seed)
+    jobs = [(example, template, rng.random() < RECALL_FRACTION, str(tokenizer_path))
+            for example in load_qmsum_examples(qmsum_train) for template in QMSUM_TEMPLATES]
     train, _ = split_books(books, HELDOUT_FRACTION, SPLIT_SEED)
     with ProcessPoolExecutor() as pool:
-        jobs = [(str(p), str(tokenizer_path), per_book, seed) for p in train]
-        for book_rows in pool.map(_book_rows, jobs, chunksize=4):
+        rows.extend(pool.map(_qmsum_row, jobs, chunksize=8))
+        book_jobs = [(str(p), str(tokenizer_path), per_book, seed) for p in train]
+        for book_rows in pool.map(_book_rows, book_jobs, chunksize=4):
             rows.extend(book_rows)
     random.Random(seed).shuffle(rows)
     lengths = np.array([len(ids) for ids, _ in rows])

@@ -83,6 +83,30 @@ class Response:
         return self.text
 
 
+def final_prompt(
+    passages: PassageIndex | None,
+    tail_text: str,
+    before: str,
+    after: str,
+    recall_query: str | None,
+    chunk_size: int,
+    max_new_tokens: int,
+    count_tokens: Callable[[str], int],
+) -> tuple[str, Evidence | None]:
+    """The text fed after the read state: the document's tail and the prompt, or with `recall_query`
+    the recalled evidence in its place (`before` + evidence + `after`, sized to leave room for the
+    answer in the final chunk; `passages` may be None without a query). The tuning rows of
+    megadoc.engine.train_data are made by this function too, so training sees what the app feeds."""
+    evidence = None
+    if recall_query is not None and passages is not None:
+        reserve = min(max_new_tokens, chunk_size // ANSWER_RESERVE_FRACTION)
+        budget = chunk_size - count_tokens(before + after) - reserve
+        evidence = passages.evidence(recall_query, budget, count_tokens)
+    if evidence is None:
+        return tail_text + after, None
+    return before + evidence.text + after, evidence
+
+
 class Reader:
     """Reads documents with one model, through an optional state cache."""
 
@@ -232,17 +256,10 @@ class Reader:
         With `recall_query`, recalled evidence replaces the document's tail in the final chunk
         and the response gets citations; when nothing matches the query, the tail is used."""
         before, after = prompts.split(template, **slots)
-        evidence = None
-        if recall_query is not None:
-            frame = len(self.tokenizer.encode(before + after))
-            chunk = self.model.config.chunk_size
-            reserve = min(config.max_new_tokens, chunk // ANSWER_RESERVE_FRACTION)
-            budget = chunk - frame - reserve
-            evidence = read.passages.evidence(recall_query, budget, lambda text: len(self.tokenizer.encode(text)))
-        if evidence is None:
-            prompt = read.tail_text + after
-        else:
-            prompt = before + evidence.text + after
+        prompt, evidence = final_prompt(
+            read.passages, read.tail_text, before, after, recall_query, self.model.config.chunk_size,
+            config.max_new_tokens, self.tokenizer.count,
+        )
         prompt_ids = self.tokenizer.encode(prompt)
         if read.state.position == 0 and self.tokenizer.bos_id >= 0:
             prompt_ids = [self.tokenizer.bos_id, *prompt_ids]  # nothing read yet, not even BOS

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from megadoc.engine.corpus import (
+    _who_is,
+    _who_relation,
     load_qmsum_examples,
     load_qmsum_transcripts,
     make_book_questions,
@@ -107,6 +109,27 @@ def test_book_questions_are_answered_by_the_text(name: str) -> None:
             sentence = p.question.split('"', 1)[1][:-1].replace("____", p.answer)
             window = " ".join(text[p.char_offset - 300 : p.char_offset + 300].split())
             assert sentence in window, p
+
+
+def test_relation_and_description_questions_answer_with_spans() -> None:
+    text = (
+        "They met at the inn. Anne's sister, Mary, came late. Later Henry, Victor's friend, spoke. "
+        "Clerval, the friend of Victor, laughed. Victor was a young student from the north. "
+        "Mary was the first to leave. Henry's dog, Rover, barked."
+    )
+    names = {"Anne", "Mary", "Henry", "Victor", "Clerval"}  # not Rover: a relation joins two names
+    pairs = _who_relation(text, names) + _who_is(text, names)
+    assert {(p.question, p.answer) for p in pairs} == {
+        ("Who is Anne's sister?", "Mary"),
+        ("Who is Mary?", "Anne's sister"),
+        ("Who is Victor's friend?", "Henry"),
+        ("Who is Henry?", "Victor's friend"),
+        ("Who is Victor's friend?", "Clerval"),
+        ("Who is Clerval?", "the friend of Victor"),
+        ("Who is Victor?", "a young student from the north"),  # not "Mary": "the first to" describes nobody
+    }
+    for p in pairs:
+        assert text[p.char_offset : p.char_offset + len(p.answer)] == p.answer, p
 
 
 @needs_qmsum

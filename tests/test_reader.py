@@ -99,3 +99,32 @@ def test_a_state_cached_for_another_document_is_not_used(loaded, document, tmp_p
     warnings = []
     read = Reader(loaded, cache, warn=warnings.append).read(other)
     assert read.status == "read" and "made for another document" in warnings[0]
+
+
+@pytest.mark.parametrize("recall", [True, False])
+def test_tuning_rows_are_what_the_reader_feeds(loaded, document, monkeypatch, recall) -> None:
+    """megadoc.engine.train_data's prompt layout equals, id for id, what `ask` feeds the model:
+    the document up to its last chunk boundary, then recalled evidence (or the tail) and the prompt."""
+    import megadoc.reader
+    from megadoc.engine.train_data import prompt_ids
+
+    fed = []
+    real_stream_text = megadoc.reader.stream_text
+
+    def recording_stream_text(model, tokenizer, ids, state, config):
+        fed.append(list(ids))
+        return real_stream_text(model, tokenizer, ids, state, config)
+
+    monkeypatch.setattr(megadoc.reader, "stream_text", recording_stream_text)
+    reader = Reader(loaded, cache=None)
+    read = reader.read(document)
+    question = "Who was Sir Walter Elliot of Kellynch Hall?"
+    reader.ask(read, question, GenerationConfig(max_new_tokens=2), recall=recall).collect()
+
+    chunk = loaded.model.config.chunk_size
+    context, prompt = prompt_ids(loaded.tokenizer, "qa", document.text, question, recall, chunk_size=chunk)
+    assert context == read.ids[: read.state.position]
+    assert prompt == fed[0]
+    text = loaded.tokenizer.decode(prompt)
+    assert text.rstrip().endswith("Answer:") and question in text
+    assert ("[line " in text) == recall  # recalled passages are tagged with where they came from
