@@ -107,7 +107,7 @@ _SENTENCE = re.compile(r"[^.!?\n]*(?:\n(?!\n)[^.!?\n]*)*[.!?]")
 _QUOTE = r"[\"“]([^\"“”\n]{20,160}?)[,!?][\"”]"
 
 
-def _names(text: str, min_count: int = 8) -> set[str]:
+def character_names(text: str, min_count: int = 8) -> set[str]:
     """Capitalized words seen often mid-sentence and hardly ever in lower case: characters, places."""
     mid = Counter(re.findall(r"(?<=[a-z,;] )[A-Z][a-z]{2,}\b", text))
     lower = Counter(w for w in re.findall(r"\b[a-z]{3,}\b", text))
@@ -200,7 +200,7 @@ def make_book_questions(text: str, rng: random.Random, n: int) -> list[QAPair]:
 
     Every answer is a span of `text` at `char_offset`.
     """
-    names = _names(text)
+    names = character_names(text)
     kinds = [_who_said(text, names), _who_did(text, names), _who_relation(text, names) + _who_is(text, names),
              _cloze(text, names)]
     for pairs in kinds:

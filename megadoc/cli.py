@@ -610,6 +610,58 @@ def _context_lengths(text: str) -> list[int]:
     return sorted(set(values))
 
 
+@eval_app.command("who")
+def eval_who(
+    books: Annotated[Path, typer.Option(help="Folder of the books (<name>.txt or <name>.txt.gz), e.g. shared books/.")],
+    questions: Annotated[
+        Path | None, typer.Option(help="Questions JSON (default: megadoc's own, about held-out novels).")
+    ] = None,
+    model: ModelOption = models.DEFAULT_MODEL,
+    device: DeviceOption = "auto",
+    recall: RecallOption = True,
+    max_tokens: MaxTokensOption = 24,
+    no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.")] = False,
+) -> None:
+    """Who-questions about novels: does the answer name the right character? Beside the model, the
+    floor of naming the book's most frequent character in the recalled passages.
+
+    Example: megadoc eval who --books ../shared/data/books --json
+    """
+    from megadoc.evals.who import load_questions, run_who
+
+    with user_errors():
+        try:
+            asked = load_questions(questions)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise UsageError(f"{questions}: not a who-questions file ({_one_line(error)})") from None
+        loaded = models.load(model, models.choose_device(device))
+        reader = Reader(loaded, cache=None)
+        config = generation(max_tokens, 0.0, None, no_repeat_ngram)
+        try:
+            with _example_progress(len(asked)) as update:
+                results = run_who(reader, books, asked, config, recall, on_progress=update)
+        except FileNotFoundError as error:
+            raise UsageError(_one_line(error)) from None
+    correct = sum(r.correct for r in results)
+    floor = sum(r.floor_correct for r in results)
+    if as_json:
+        row = {
+            "model": loaded.name, "recall": recall, "no_repeat_ngram": no_repeat_ngram, "count": len(results),
+            "correct": correct, "floor_correct": floor, "results": [r.to_dict() for r in results],
+        }
+        sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table(caption=f"{loaded.name} ({'recall' if recall else 'plain'}): {correct} of {len(results)} right; "
+                          f"most frequent name in the recalled passages: {floor}")
+    for column in ("question", "answer", "right", "floor"):
+        table.add_column(column)
+    for r in results:
+        floor_cell = f"{r.floor_answer} ({'yes' if r.floor_correct else 'no'})"
+        table.add_row(r.question, r.answer, "yes" if r.correct else "no", floor_cell)
+    stdout.print(table)
+
+
 @eval_app.command("scrolls")
 def eval_scrolls(
     task: Annotated[str, typer.Option(help="narrativeqa, qasper or qmsum.")],

@@ -3,6 +3,7 @@
 import json
 import math
 
+from megadoc.evals.who import names_answer
 from tests import app_fixtures
 from tests.app_fixtures import AUSTEN, assert_one_line_error, json_rows, run_cli
 from tests.test_scrolls import qasper_answer
@@ -134,3 +135,47 @@ def test_scrolls_majority_baseline_answers_the_most_frequent_training_answer(app
     assert math.isclose(row["score"], 50.0)  # right on v1 (F1 1), wrong on v2 (F1 0)
     (tmp_path / "qasper-train-v0.3.json").write_text("{}", encoding="utf-8")
     assert_one_line_error(run_cli(*args, "--out", tmp_path / "again.jsonl"), "--engine majority needs training answers")
+
+
+def test_who_questions_score_names_beside_the_evidence_floor(app_env, tiny_model_dir, tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    story = [f"On day {n} of the voyage, Harville walked to the harbour with Benwick." for n in range(12)]
+    story.insert(6, "The lighthouse keeper, Harville, kept the great lamp burning through the storm.")
+    story.insert(9, "Harville's sister, Fanny, wrote letters from the town by the sea.")
+    (books / "Our__Voyage.txt").write_text("\n\n".join(story), encoding="utf-8")
+    questions = tmp_path / "who.json"
+    questions.write_text(json.dumps({"questions": [
+        {"book": "Our__Voyage", "question": "Who kept the great lamp burning?", "answers": ["Harville"]},
+        {"book": "Our__Voyage", "question": "Who is Harville's sister?", "answers": ["Fanny"]},
+    ]}), encoding="utf-8")
+    args = ("eval", "who", "--books", books, "--questions", questions, "--model", tiny_model_dir, "--max-tokens", "6")
+    result = run_cli(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["count"] == 2 and row["recall"] is True
+    first, second = row["results"]
+    for r in row["results"]:
+        assert r["correct"] == names_answer(r["answer"], tuple(r["answers"]))
+        assert r["citations"] and all(label.startswith("line ") for label in r["citations"])
+    # The floor: the book's most frequent character (Harville, Benwick; Fanny is named once) in the
+    # recalled passages, never one the question names.
+    assert first["floor_answer"] == "Harville" and first["floor_correct"]
+    assert second["floor_answer"] in {"", "Benwick"} and not second["floor_correct"]
+    assert row["floor_correct"] == 1
+    table = run_cli(*args)
+    assert table.exit_code == 0 and "Who kept the great lamp burning?" in table.stdout
+
+    missing = questions.with_name("missing.json")
+    missing.write_text(json.dumps({"questions": [{"book": "Nobody__Nothing", "question": "Who?", "answers": ["X"]}]}))
+    assert_one_line_error(run_cli(*args[:5], missing, *args[6:]), "Nobody__Nothing")
+    questions.write_text("{not json", encoding="utf-8")
+    assert_one_line_error(run_cli(*args), "not a who-questions file")
+
+
+def test_who_answers_count_whole_names_only():
+    assert names_answer("It was Victor Frankenstein.", ("Frankenstein",))
+    assert names_answer("the cheshire cat", ("Cheshire",))
+    assert not names_answer("Lacey curtains", ("La",))
+    assert not names_answer("Victoria", ("Victor",))
+    assert names_answer("Jad-bal-ja, the lion", ("Jad-bal-ja",))
