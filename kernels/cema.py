@@ -7,10 +7,13 @@ Per feature d and EMA component n (complex, float32):
 Three forms of the same function, as in flash-linear-attention's layout:
 - `cema_sequential`: the recurrence written out, one token at a time (tests' ground truth).
 - `cema_chunked`: a blocked scan (intra-block Toeplitz products, a short sequential pass over block
-  boundaries) that runs fast on CPU and is the reference the Triton kernel must equal.
+  boundaries) that runs fast on CPU and is the reference the Triton kernels must equal, gradients
+  (its autograd) included.
 - `cema_step`: one decoding step.
 `cema` and `cema_step` are the entry points the model calls: on CUDA tensors they run the Triton
-kernel (kernels/cema_triton.py) unless MEGADOC_KERNELS=reference (see kernels/dispatch.py).
+kernels (kernels/cema_triton.py) unless MEGADOC_KERNELS=reference (see kernels/dispatch.py). `cema`
+has a Triton backward, so it runs them in training too; `cema_step` runs its reference while a
+gradient is being recorded.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from megadoc.kernels.dispatch import use_triton
+from megadoc.kernels.dispatch import use_triton, use_triton_autograd
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,12 @@ def cema_chunked(
 def cema(
     x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CEMA over a span with carried state: the Triton scan on CUDA, `cema_chunked` elsewhere."""
+    """CEMA over a span with carried state: the Triton scan on CUDA (with its Triton backward while a
+    gradient is being recorded), `cema_chunked` elsewhere."""
+    if use_triton_autograd(x) and torch.is_grad_enabled():
+        from megadoc.kernels.cema_triton import cema_triton_autograd
+
+        return cema_triton_autograd(x, coeffs, h)
     if use_triton(x):
         from megadoc.kernels.cema_triton import cema_triton
 
