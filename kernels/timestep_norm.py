@@ -9,7 +9,10 @@ and is normalized with the statistics through itself. Padded tokens update nothi
   so long streams keep their precision); the reference the Triton kernel must equal.
 - `timestep_norm_step`: one decoding token, the Welford update written out.
 On CUDA tensors both run the Triton kernels (kernels/timestep_norm_triton.py) unless
-MEGADOC_KERNELS=reference (see kernels/dispatch.py).
+MEGADOC_KERNELS=reference (see kernels/dispatch.py); while autograd records a gradient of x, weight
+or bias, `timestep_norm` runs the Triton forward with its Triton backward (an autograd.Function),
+the step its reference. On that path no gradient flows into the carried statistics nor out of the
+returned ones (they are buffers; the reference would differentiate them too).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from megadoc.kernels.dispatch import use_triton
+from megadoc.kernels.dispatch import use_triton, use_triton_autograd
 
 
 @dataclass
@@ -68,6 +71,11 @@ def timestep_norm(
     padding_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, NormStats]:
     """x [B, L, D] -> (y [B, L, D] in x's dtype, statistics after the span)."""
+    recording = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)
+    if recording and use_triton_autograd(x):
+        from megadoc.kernels.timestep_norm_triton import timestep_norm_triton_autograd
+
+        return timestep_norm_triton_autograd(x, stats, weight, bias, eps, padding_mask)
     if use_triton(x):
         from megadoc.kernels.timestep_norm_triton import timestep_norm_triton
 
