@@ -8,7 +8,9 @@ dtype, softmax in float32, probabilities cast back to v's dtype, as the authors'
 `decode_attention` is the decoding step's form: one query per row over a chunk's fixed-size key and
 value buffers, of which only the slots up to a device-side index are valid (a CUDA graph can replay
 it as that index moves). On CUDA tensors `chunk_attention` and `decode_attention` run
-kernels/attention_triton.py unless MEGADOC_KERNELS=reference (see kernels/dispatch.py).
+kernels/attention_triton.py unless MEGADOC_KERNELS=reference (see kernels/dispatch.py); while a
+gradient is recorded (training), `chunk_attention` runs there as an autograd.Function whose backward
+is Triton kernels too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from megadoc.kernels.dispatch import use_triton
+from megadoc.kernels.dispatch import use_triton, use_triton_autograd
 
 
 def rotation(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,19 @@ def write_slot(k_buffer: torch.Tensor, v_buffer: torch.Tensor, k: torch.Tensor, 
 
 
 def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q [B, Tq, h, dk], k [B, Tk, h, dk], v [B, Tk, h, dv] with Tq <= Tk -> [B, Tq, h, dv]."""
+    """q [B, Tq, h, dk], k [B, Tk, h, dk], v [B, Tk, h, dv] with Tq <= Tk -> [B, Tq, h, dv].
+
+    On CUDA (unless MEGADOC_KERNELS=reference): while a gradient is recorded for any of them, the
+    Triton kernels with their Triton backward, on inputs cast to the autocast dtype when autocast is
+    on (as the einsums below would be); with grad mode off, `chunk_attention_gpu` (MEGADOC_ATTENTION=sdpa
+    selects SDPA there). Otherwise this reference."""
+    if use_triton_autograd(q) and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        from megadoc.kernels.attention_triton import chunk_attention_autograd
+
+        if torch.is_autocast_enabled("cuda"):
+            dtype = torch.get_autocast_dtype("cuda")
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+        return chunk_attention_autograd(q, k, v)
     if use_triton(q):
         from megadoc.kernels.attention_triton import chunk_attention_gpu
 
