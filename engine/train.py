@@ -86,20 +86,26 @@ class PretrainWindows:
 
 class TuneRows:
     """Rows of (ids, answer mask) from an .npz written by megadoc.engine.train_data: the loss
-    falls on answer tokens only; rows longer than seq_len lose the start of their document."""
+    falls on answer tokens only. A row longer than seq_len loses whole attention chunks from its
+    start, so that every token keeps its position in its chunk: the final prompt starts a chunk,
+    with the recalled evidence and the question in one attention window, as when the app answers."""
 
-    def __init__(self, path: str | Path, seq_len: int, pad_id: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self, path: str | Path, seq_len: int, pad_id: int, rng: np.random.Generator, chunk_size: int
+    ) -> None:
         data = np.load(path)
         self.ids, self.offsets, self.answer_starts = data["ids"], data["offsets"], data["answer_starts"]
-        self.seq_len, self.pad_id, self.rng = seq_len, pad_id, rng
+        self.seq_len, self.pad_id, self.rng, self.chunk_size = seq_len, pad_id, rng, chunk_size
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         row = int(self.rng.integers(0, len(self.offsets) - 1))
         start, end, answer = self.offsets[row], self.offsets[row + 1], self.answer_starts[row]
-        ids = np.asarray(self.ids[max(start, end - self.seq_len - 1) : end], dtype=np.int64)
-        answer_from = answer - max(start, end - self.seq_len - 1)
+        excess = (end - start) - (self.seq_len + 1)
+        if excess > 0:
+            start += -(-excess // self.chunk_size) * self.chunk_size
+        ids = np.asarray(self.ids[start:end], dtype=np.int64)
         inputs, targets = ids[:-1].copy(), ids[1:].copy()
-        targets[: max(answer_from - 1, 0)] = IGNORE
+        targets[: max(answer - start - 1, 0)] = IGNORE
         pad = self.seq_len - len(inputs)
         if pad > 0:
             inputs = np.concatenate([inputs, np.full(pad, self.pad_id)])
@@ -172,7 +178,7 @@ def train(recipe: Recipe) -> Path:
 
     windows = PretrainWindows(recipe.tokens, recipe.seq_len, rng)
     pad_id = 0
-    tune = TuneRows(recipe.tune, recipe.seq_len, pad_id, rng) if recipe.tune else None
+    tune = TuneRows(recipe.tune, recipe.seq_len, pad_id, rng, model.config.chunk_size) if recipe.tune else None
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log = (out / "log.jsonl").open("a") if rank == 0 else None

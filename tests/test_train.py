@@ -61,13 +61,24 @@ def test_export_ships_bf16_matrices_and_loads_as_float32(tmp_path, token_dir, sp
 def test_tune_rows_put_the_loss_on_answers_only(tmp_path):
     ids = np.arange(10, 40, dtype=np.uint16)  # two rows: [10..24) with answer from 20, [24..40) from 36
     np.savez(tmp_path / "t.npz", ids=ids, offsets=np.array([0, 14, 30]), answer_starts=np.array([10, 26]))
-    rows = TuneRows(tmp_path / "t.npz", seq_len=20, pad_id=0, rng=np.random.default_rng(0))
+    rows = TuneRows(tmp_path / "t.npz", seq_len=20, pad_id=0, rng=np.random.default_rng(0), chunk_size=4)
     for _ in range(10):
         inputs, targets = rows.sample()
         assert inputs.shape == targets.shape == (20,)
         scored = targets[targets != IGNORE]
         assert set(scored.tolist()) <= {20, 21, 22, 23, 36, 37, 38, 39}
         assert len(scored) == 4
+
+
+def test_long_tune_rows_lose_whole_chunks_from_their_start(tmp_path):
+    ids = np.arange(100, 150, dtype=np.uint16)  # one row of 50 ids, the answer its last 3
+    np.savez(tmp_path / "t.npz", ids=ids, offsets=np.array([0, 50]), answer_starts=np.array([47]))
+    rows = TuneRows(tmp_path / "t.npz", seq_len=20, pad_id=0, rng=np.random.default_rng(0), chunk_size=8)
+    inputs, targets = rows.sample()
+    # 50 ids need 49 inputs: 32 (4 chunks) go, so every id keeps its place in its 8-token chunk.
+    assert inputs[:17].tolist() == list(range(132, 149))
+    assert inputs[17:].tolist() == [0, 0, 0]
+    assert targets[targets != IGNORE].tolist() == [147, 148, 149]
 
 
 def test_learning_rate_warms_up_then_decays_by_steps_or_minutes(tmp_path, token_dir):
