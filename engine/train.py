@@ -113,6 +113,19 @@ class TuneRows:
         return inputs, targets
 
 
+def row_mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over each row's scored tokens, then over the rows that score any.
+
+    Every row weighs the same: a tuning row's answer of a few tokens counts as much as a
+    pretraining window of thousands (a mean over all tokens would drown the answers). Rows that
+    score all their tokens alike (pretraining) give the plain token mean."""
+    losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
+    scored = (targets != IGNORE).to(losses.dtype)
+    counts = scored.sum(1)
+    per_row = (losses.view_as(scored) * scored).sum(1) / counts.clamp(min=1)
+    return per_row[counts > 0].mean()
+
+
 def learning_rate(recipe: Recipe, step: int, minutes: float = 0.0) -> float:
     """Linear warmup, then cosine decay to `min_lr_ratio` over whichever budget ends first:
     the step count or the wall-clock minutes."""
@@ -197,7 +210,7 @@ def train(recipe: Recipe) -> Path:
             group["lr"] = learning_rate(recipe, step, minutes())
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = wrapped(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        loss = row_mean_loss(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from megadoc.engine import Megalodon
-from megadoc.engine.train import IGNORE, Recipe, TuneRows, export, learning_rate, train
+from megadoc.engine.train import IGNORE, Recipe, TuneRows, export, learning_rate, row_mean_loss, train
 
 
 @pytest.fixture
@@ -79,6 +80,20 @@ def test_long_tune_rows_lose_whole_chunks_from_their_start(tmp_path):
     assert inputs[:17].tolist() == list(range(132, 149))
     assert inputs[17:].tolist() == [0, 0, 0]
     assert targets[targets != IGNORE].tolist() == [147, 148, 149]
+
+
+def test_every_row_weighs_the_same_in_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 11)
+    targets = torch.randint(0, 11, (3, 6))
+    # Pretraining rows (every token scored): the plain token mean.
+    plain = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert row_mean_loss(logits, targets).item() == pytest.approx(plain.item())
+    # A tuning row scoring one answer token weighs as much as a row scoring six; rows scoring none are left out.
+    targets[1, :5] = IGNORE
+    targets[2, :] = IGNORE
+    rows = [F.cross_entropy(logits[0], targets[0]), F.cross_entropy(logits[1, 5:], targets[1, 5:])]
+    assert row_mean_loss(logits, targets).item() == pytest.approx(torch.stack(rows).mean().item())
 
 
 def test_learning_rate_warms_up_then_decays_by_steps_or_minutes(tmp_path, token_dir):
