@@ -6,6 +6,8 @@ import pytest
 import torch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Relative error allowed: a few roundings of float32 arithmetic; one rounding to bf16.
+TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -21,3 +23,15 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double(), ref.double()
     assert torch.isfinite(out).all()
     return ((out - ref).norm() / ref.norm().clamp(min=1e-30)).item()
+
+
+def cema_params(dim: int, ndim: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Random CEMA parameters (alpha, delta, theta, gamma, omega) spread like the release's
+    initialisation (gamma with an imaginary part)."""
+    return (
+        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
+        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
+        torch.randn(dim, 1, 1, generator=gen) * 2,
+        torch.randn(dim, ndim, 2, generator=gen),
+        torch.randn(dim, 1, generator=gen) * 0.25,
+    )

@@ -16,24 +16,9 @@ from megadoc.kernels import cema_triton as cema_triton_module  # noqa: E402
 from megadoc.kernels.cema import cema, cema_chunked, cema_coefficients, cema_sequential  # noqa: E402
 from megadoc.kernels.cema_triton import cema_triton, cema_triton_autograd  # noqa: E402
 from tests import kernel_checks  # noqa: E402
-from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
+from tests.kernel_checks import DEVICE, TOL, cema_params, needs_cuda, rel_err  # noqa: E402
 
 references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
-
-TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}  # as tests/test_kernels_triton.py's
-
-
-def cema_params(dim: int, ndim: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """Random CEMA parameters spread like the release's initialisation (gamma with an imaginary part),
-    as in tests/test_kernels_triton.py."""
-    return (
-        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
-        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
-        torch.randn(dim, 1, 1, generator=gen) * 2,
-        torch.randn(dim, ndim, 2, generator=gen),
-        torch.randn(dim, 1, generator=gen) * 0.25,
-    )
-
 
 NAMES = ("y", "h", "x", "h0", "alpha", "delta", "theta", "gamma", "omega")
 

@@ -16,12 +16,10 @@ from megadoc.kernels.timestep_norm_triton import (  # noqa: E402
     timestep_norm_triton_autograd,
 )
 from tests import kernel_checks  # noqa: E402
-from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
+from tests.kernel_checks import DEVICE, TOL, needs_cuda, rel_err  # noqa: E402
 
 references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
 
-# float32: a few roundings of float32 arithmetic (measured ~2e-7); bf16: one rounding of dx to bf16.
-TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}
 
 
 def make_inputs(batch, length, dim, groups, padding, count, dtype, seed):

@@ -22,22 +22,9 @@ from megadoc.kernels.cema_triton import cema_step_triton, cema_triton  # noqa: E
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step  # noqa: E402
 from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton, timestep_norm_triton  # noqa: E402
 from tests import kernel_checks  # noqa: E402
-from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
+from tests.kernel_checks import DEVICE, TOL, cema_params, needs_cuda, rel_err  # noqa: E402
 
 references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
-
-TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}
-
-
-def cema_params(dim: int, ndim: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """Random CEMA parameters spread like the release's initialisation (gamma with an imaginary part)."""
-    return (
-        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
-        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
-        torch.randn(dim, 1, 1, generator=gen) * 2,
-        torch.randn(dim, ndim, 2, generator=gen),
-        torch.randn(dim, 1, generator=gen) * 0.25,
-    )
 
 
 # -- CEMA ------------------------------------------------------------------------------------
