@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from megadoc.kernels.dispatch import use_triton, use_triton_autograd
+from megadoc.kernels.dispatch import records_grad, use_triton, use_triton_autograd
 
 
 def rotation(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     Triton kernels with their Triton backward, on inputs cast to the autocast dtype when autocast is
     on (as the einsums below would be); with grad mode off, `chunk_attention_gpu` (MEGADOC_ATTENTION=sdpa
     selects SDPA there). Otherwise this reference."""
-    if use_triton_autograd(q) and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+    if use_triton_autograd(q) and records_grad(q, k, v):
         from megadoc.kernels.attention_triton import chunk_attention_autograd
 
         if torch.is_autocast_enabled("cuda"):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from megadoc.kernels.dispatch import use_triton, use_triton_autograd
+from megadoc.kernels.dispatch import records_grad, use_triton, use_triton_autograd
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def cema(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CEMA over a span with carried state: the Triton scan on CUDA (with its Triton backward while a
     gradient is being recorded), `cema_chunked` elsewhere."""
-    if use_triton_autograd(x) and torch.is_grad_enabled():
+    if use_triton_autograd(x) and records_grad(x, h, coeffs.p, coeffs.log_q, coeffs.g, coeffs.omega):
         from megadoc.kernels.cema_triton import cema_triton_autograd
 
         return cema_triton_autograd(x, coeffs, h)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from megadoc.kernels.dispatch import use_triton, use_triton_autograd
+from megadoc.kernels.dispatch import records_grad, use_triton, use_triton_autograd
 
 
 @dataclass
@@ -71,8 +71,7 @@ def timestep_norm(
     padding_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, NormStats]:
     """x [B, L, D] -> (y [B, L, D] in x's dtype, statistics after the span)."""
-    recording = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)
-    if recording and use_triton_autograd(x):
+    if use_triton_autograd(x) and records_grad(x, weight, bias):
         from megadoc.kernels.timestep_norm_triton import timestep_norm_triton_autograd
 
         return timestep_norm_triton_autograd(x, stats, weight, bias, eps, padding_mask)
