@@ -5,6 +5,8 @@ dispatch to the Triton kernels being checked) in the modules that import it."""
 import pytest
 import torch
 
+from megadoc.kernels.timestep_norm import NormStats
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Relative error allowed: a few roundings of float32 arithmetic; one rounding to bf16.
 TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}
@@ -35,3 +37,24 @@ def cema_params(dim: int, ndim: int, gen: torch.Generator) -> tuple[torch.Tensor
         torch.randn(dim, ndim, 2, generator=gen),
         torch.randn(dim, 1, generator=gen) * 0.25,
     )
+
+
+def timestep_norm_inputs(
+    batch: int, length: int, dim: int, groups: int, padding: bool, count: int, dtype: torch.dtype,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, NormStats, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x, stats, weight, bias, padding mask) on DEVICE: x offset from zero (sums about a shift must not
+    cancel), statistics fresh or carried (`count` tokens before the span, a different count per row)."""
+    x = (torch.randn(batch, length, dim, generator=gen) * 3 + 5).to(dtype)
+    if count:
+        stats = NormStats(
+            torch.full((batch,), count, dtype=torch.int64) + torch.arange(batch),
+            torch.randn(batch, groups, generator=gen) + 5,
+            torch.rand(batch, groups, generator=gen) + 8,
+        )
+    else:
+        stats = NormStats(torch.zeros(batch, dtype=torch.int64), torch.zeros(batch, groups), torch.ones(batch, groups))
+    weight, bias = torch.randn(dim, generator=gen) * 0.1, torch.randn(dim, generator=gen) * 0.1
+    mask = torch.rand(batch, length, generator=gen) < 0.3 if padding else None
+    stats = NormStats(stats.count.to(DEVICE), stats.mean.to(DEVICE), stats.var.to(DEVICE))
+    return x.to(DEVICE), stats, weight.to(DEVICE), bias.to(DEVICE), None if mask is None else mask.to(DEVICE)

@@ -16,31 +16,17 @@ from megadoc.kernels.timestep_norm_triton import (  # noqa: E402
     timestep_norm_triton_autograd,
 )
 from tests import kernel_checks  # noqa: E402
-from tests.kernel_checks import DEVICE, TOL, needs_cuda, rel_err  # noqa: E402
+from tests.kernel_checks import DEVICE, TOL, needs_cuda, rel_err, timestep_norm_inputs  # noqa: E402
 
 references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
 
 
-
 def make_inputs(batch, length, dim, groups, padding, count, dtype, seed):
-    """x offset from zero (the sums about a shift must not cancel), statistics fresh or carried
-    (`count` tokens before the span, a different count per row), weight, bias, mask and dy."""
+    """kernel_checks.timestep_norm_inputs and dy."""
     gen = torch.Generator().manual_seed(seed)
-    x = (torch.randn(batch, length, dim, generator=gen) * 3 + 5).to(dtype)
-    if count:
-        stats = NormStats(
-            torch.full((batch,), count, dtype=torch.int64) + torch.arange(batch),
-            torch.randn(batch, groups, generator=gen) + 5,
-            torch.rand(batch, groups, generator=gen) + 8,
-        )
-    else:
-        stats = NormStats(torch.zeros(batch, dtype=torch.int64), torch.zeros(batch, groups), torch.ones(batch, groups))
-    weight, bias = torch.randn(dim, generator=gen) * 0.1, torch.randn(dim, generator=gen) * 0.1
-    mask = torch.rand(batch, length, generator=gen) < 0.3 if padding else None
+    x, stats, weight, bias, mask = timestep_norm_inputs(batch, length, dim, groups, padding, count, dtype, gen)
     dy = torch.randn(batch, length, dim, generator=gen).to(dtype)
-    stats = NormStats(stats.count.to(DEVICE), stats.mean.to(DEVICE), stats.var.to(DEVICE))
-    mask = None if mask is None else mask.to(DEVICE)
-    return x.to(DEVICE), stats, weight.to(DEVICE), bias.to(DEVICE), mask, dy.to(DEVICE)
+    return x, stats, weight, bias, mask, dy.to(DEVICE)
 
 
 def reference_grads(x, stats, weight, bias, mask, dy, dtype=torch.float64):

@@ -22,7 +22,7 @@ from megadoc.kernels.cema_triton import cema_step_triton, cema_triton  # noqa: E
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step  # noqa: E402
 from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton, timestep_norm_triton  # noqa: E402
 from tests import kernel_checks  # noqa: E402
-from tests.kernel_checks import DEVICE, TOL, cema_params, needs_cuda, rel_err  # noqa: E402
+from tests.kernel_checks import DEVICE, TOL, cema_params, needs_cuda, rel_err, timestep_norm_inputs  # noqa: E402
 
 references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
 
@@ -92,29 +92,15 @@ NORM_SHAPES = [  # batch, length, dim, groups, padding, carried count
 
 def check_norm(batch, length, dim, groups, padding, count, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
-    x = (torch.randn(batch, length, dim, generator=gen) * 3 + 5).to(dtype)
-    if count:
-        stats = NormStats(
-            torch.full((batch,), count, dtype=torch.int64) + torch.arange(batch),
-            torch.randn(batch, groups, generator=gen) + 5,
-            torch.rand(batch, groups, generator=gen) + 8,
-        )
-    else:
-        stats = NormStats(torch.zeros(batch, dtype=torch.int64), torch.zeros(batch, groups), torch.ones(batch, groups))
-    weight, bias = torch.randn(dim, generator=gen) * 0.1, torch.randn(dim, generator=gen) * 0.1
-    mask = torch.rand(batch, length, generator=gen) < 0.3 if padding else None
-    on = NormStats(stats.count.to(DEVICE), stats.mean.to(DEVICE), stats.var.to(DEVICE))
+    x, stats, weight, bias, mask = timestep_norm_inputs(batch, length, dim, groups, padding, count, dtype, gen)
     y_ref, s_ref = timestep_norm(
-        x.to(DEVICE, torch.float64), on, weight.to(DEVICE, torch.float64), bias.to(DEVICE, torch.float64),
-        padding_mask=None if mask is None else mask.to(DEVICE),
+        x.to(torch.float64), stats, weight.to(torch.float64), bias.to(torch.float64), padding_mask=mask
     )
-    y, s = timestep_norm_triton(
-        x.to(DEVICE), on, weight.to(DEVICE), bias.to(DEVICE), padding_mask=None if mask is None else mask.to(DEVICE)
-    )
+    y, s = timestep_norm_triton(x, stats, weight, bias, padding_mask=mask)
     assert y.dtype == dtype and y.shape == x.shape
     assert rel_err(y, y_ref) < TOL[dtype]
     if mask is not None:
-        assert (y.cpu()[mask] == 0).all()
+        assert (y[mask] == 0).all()
     assert torch.equal(s.count, s_ref.count)
     assert rel_err(s.mean, s_ref.mean) < TOL[torch.float32] and rel_err(s.var, s_ref.var) < TOL[torch.float32]
 
