@@ -19,6 +19,7 @@ import argparse
 import random
 import re
 from concurrent.futures import ProcessPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +77,15 @@ def prompt_ids(
     return ids[:boundary], [tokenizer.bos_id, *final] if boundary == 0 else final
 
 
+@cache
+def _worker_tokenizer(path: str) -> Tokenizer:
+    """The tokenizer, loaded once per worker process (the pool's jobs name it by path)."""
+    return Tokenizer.load(path)
+
+
 def _tokenize_book(args: tuple[str, str]) -> np.ndarray:
     path, tokenizer_path = args
-    tokenizer = Tokenizer.load(tokenizer_path)
+    tokenizer = _worker_tokenizer(tokenizer_path)
     return np.array([*tokenizer.encode(clean_book(Path(path))), tokenizer.eos_id], dtype=np.uint16)
 
 
@@ -102,7 +109,7 @@ def prepare_pretrain(books: Path, tokenizer_path: Path, out: Path, shard_tokens:
 def _book_rows(args: tuple[str, str, int, int]) -> list[tuple[list[int], int]]:
     """Rows asking questions about a window of one book that ends after the answer."""
     path, tokenizer_path, per_book, seed = args
-    tokenizer = Tokenizer.load(tokenizer_path)
+    tokenizer = _worker_tokenizer(tokenizer_path)
     text = clean_book(Path(path))
     rng = random.Random(f"{seed}:{path}")
     rows = []
@@ -120,7 +127,7 @@ def _book_rows(args: tuple[str, str, int, int]) -> list[tuple[list[int], int]]:
 
 def _qmsum_row(args: tuple[QMSumExample, str, bool, str]) -> tuple[list[int], int]:
     example, template, recall, tokenizer_path = args
-    tokenizer = Tokenizer.load(tokenizer_path)
+    tokenizer = _worker_tokenizer(tokenizer_path)
     answer = tokenizer.encode(" " + example.answer.strip()) + [tokenizer.eos_id]
     context, question_ids = prompt_ids(tokenizer, template, example.transcript, example.query, recall)
     return [*context, *question_ids, *answer], len(context) + len(question_ids)
