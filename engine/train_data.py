@@ -27,6 +27,8 @@ import numpy as np
 from megadoc import prompts
 from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.corpus import (
+    HELDOUT_FRACTION,
+    SPLIT_SEED,
     QMSumExample,
     load_qmsum_examples,
     make_book_questions,
@@ -39,7 +41,6 @@ from megadoc.ingest import Document
 from megadoc.reader import final_prompt
 from megadoc.recall import PassageIndex, passage_size
 
-HELDOUT_FRACTION, SPLIT_SEED = 0.05, 0
 # Each QMSum train query is a row in the app's summary prompt and in SCROLLS' ("Query: ... Answer:"):
 # tuned on the first only, the model answered SCROLLS queries like the books' who-questions, in a word.
 QMSUM_TEMPLATES = ("query_summary", "scrolls_qmsum")
