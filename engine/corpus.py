@@ -125,6 +125,22 @@ def _who_said(text: str, names: set[str]) -> list[QAPair]:
     return pairs
 
 
+def person_names(text: str, names: set[str] | None = None) -> set[str]:
+    """The names among `names` (default: `character_names(text)`) that speak a quote or begin a
+    sentence with a deed ("Tarzan went ...") at least twice: people, not places."""
+    names = character_names(text) if names is None else names
+    subjects = Counter(p.answer.split()[-1] for p in _who_said(text, names) + _who_did(text, names))
+    return {name for name, count in subjects.items() if count >= 2}
+
+
+def rename(text: str, mapping: dict[str, str]) -> str:
+    """`text` with each whole word that is a key of `mapping` replaced by its value."""
+    if not mapping:
+        return text
+    words = re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, mapping), key=len, reverse=True)) + r")\b")
+    return words.sub(lambda m: mapping[m.group()], text)
+
+
 def _who_did(text: str, names: set[str]) -> list[QAPair]:
     pattern = re.compile(
         rf"(?:^|(?<=[.!?] )|(?<=\n))({_TITLES}([A-Z][a-z]+)) ((?:{_ACTION_VERBS}) [^.!?\"“”;:\n]{{15,120}})[.!]"

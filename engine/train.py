@@ -44,6 +44,10 @@ class Recipe:
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
     weight_decay: float = 0.1
+    # Multiplies the learning rate of the attention's q/k scales (`mega.gamma`). They start at 1 with
+    # 1/sqrt(zh) folded in (megalodon-spec "Block" 4), which keeps attention logits within about +-1:
+    # a model trained briefly never sharpens its attention enough to copy a name from its context.
+    attention_scale_lr: float = 1.0
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     seed: int = 0
@@ -140,13 +144,22 @@ def learning_rate(recipe: Recipe, step: int, minutes: float = 0.0) -> float:
     return recipe.lr * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * cosine)
 
 
+def _is_projection(name: str, param: torch.nn.Parameter) -> bool:
+    """The projection and embedding matrices (not the [2, Z] q/k scales and shifts)."""
+    return param.dim() == 2 and ("mega.w" in name or "nffn.fc" in name or "embed" in name or "output" in name)
+
+
 def _optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
-    """AdamW; weight decay on the projection and embedding matrices only."""
-    decay, keep = [], []
+    """AdamW; weight decay on the projection and embedding matrices only; each group's `lr_scale`
+    multiplies the scheduled learning rate (`recipe.attention_scale_lr` for the q/k scales)."""
+    decay, scales, keep = [], [], []
     for name, param in model.named_parameters():
-        is_matrix = param.dim() == 2 and ("mega.w" in name or "nffn.fc" in name or "embed" in name or "output" in name)
-        (decay if is_matrix else keep).append(param)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": keep, "weight_decay": 0.0}]
+        (decay if _is_projection(name, param) else scales if name.endswith("mega.gamma") else keep).append(param)
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay, "lr_scale": 1.0},
+        {"params": scales, "weight_decay": 0.0, "lr_scale": recipe.attention_scale_lr},
+        {"params": keep, "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
     return torch.optim.AdamW(groups, lr=recipe.lr, betas=recipe.betas, fused=torch.cuda.is_available())
 
 
@@ -209,7 +222,7 @@ def train(recipe: Recipe) -> Path:
         inputs = torch.from_numpy(np.stack([r[0] for r in rows])).to(device, non_blocking=True)
         targets = torch.from_numpy(np.stack([r[1] for r in rows])).to(device, non_blocking=True)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(recipe, step, minutes())
+            group["lr"] = learning_rate(recipe, step, minutes()) * group["lr_scale"]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = wrapped(inputs)
         loss = row_mean_loss(logits, targets)
@@ -248,11 +261,11 @@ def train(recipe: Recipe) -> Path:
 
 
 def export(checkpoint: str | Path, out: str | Path, tokenizer: str | Path) -> None:
-    """Ship a trained model: projection and embedding matrices in bf16, the rest (CEMA, norms) in
-    float32, with its tokenizer. Loading casts everything to the runtime dtype."""
+    """Ship a trained model: projection and embedding matrices in bf16, the rest (CEMA, norms, q/k
+    scales) in float32, with its tokenizer. Loading casts everything to the runtime dtype."""
     model = Megalodon.from_pretrained(checkpoint, dtype=torch.float32)
-    for param in model.parameters():
-        if param.dim() == 2:
+    for name, param in model.named_parameters():
+        if _is_projection(name, param):
             param.data = param.data.to(torch.bfloat16)
     model.save_pretrained(out, tokenizer)
 

@@ -9,8 +9,11 @@ where the final prompt is, as in megadoc.reader.final_prompt, either the documen
 prompt's `after` part (--no-recall) or `before`, the passages BM25 recalls for the question, and
 `after` (recall, the app's default; RECALL_FRACTION of the rows). Questions come from QMSum train
 (query-focused summaries, in the app's and SCROLLS' prompts) and from questions built from the
-books by our own code, whose answers are spans of the text. Stored as one flat id array with row
-offsets and answer starts.
+books by our own code, whose answers are spans of the text. In each book row the book's characters
+take names of other books' characters (one random mapping per row, applied to the
+window, the question and the answer), so the answer can only come from reading the row, not from
+what pretraining remembers of the book. Stored as one flat id array with row offsets and answer
+starts.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from megadoc.engine.corpus import (
     HELDOUT_FRACTION,
     SPLIT_SEED,
     QMSumExample,
+    character_names,
     load_qmsum_examples,
     make_book_questions,
+    person_names,
     read_book,
+    rename,
     split_books,
     strip_gutenberg,
 )
@@ -107,11 +113,21 @@ def prepare_pretrain(books: Path, tokenizer_path: Path, out: Path, shard_tokens:
     return total
 
 
-def _book_rows(args: tuple[str, str, int, int]) -> list[tuple[list[int], int]]:
-    """Rows asking questions about a window of one book that ends after the answer."""
-    path, tokenizer_path, per_book, seed = args
+def _book_people(path: str) -> set[str]:
+    return person_names(clean_book(Path(path)))
+
+
+def _book_rows(args: tuple[str, str, int, int, tuple[str, ...]]) -> list[tuple[list[int], int]]:
+    """Rows asking questions about a window of one book that ends after the answer, the book's
+    characters renamed with names drawn from `pool` (other books' characters)."""
+    path, tokenizer_path, per_book, seed, pool = args
     tokenizer = _worker_tokenizer(tokenizer_path)
     text = clean_book(Path(path))
+    names = character_names(text)
+    people = sorted(person_names(text, names))
+    strangers = [name for name in pool if name not in names]
+    if len(strangers) < len(people):
+        raise ValueError(f"{path}: {len(people)} people to rename, only {len(strangers)} names from other books")
     rng = random.Random(f"{seed}:{path}")
     rows = []
     for pair in make_book_questions(text, rng, per_book):
@@ -120,8 +136,10 @@ def _book_rows(args: tuple[str, str, int, int]) -> list[tuple[list[int], int]]:
         end = min(len(text), pair.char_offset + len(pair.answer) + after_answer)
         start = max(0, end - rng.randint(20000, 60000))
         recall = rng.random() < RECALL_FRACTION
-        context, question_ids = prompt_ids(tokenizer, "qa", text[start:end], pair.question, recall)
-        answer = tokenizer.encode(" " + pair.answer) + [tokenizer.eos_id]
+        mapping = dict(zip(people, rng.sample(strangers, len(people)), strict=True))
+        window, question = rename(text[start:end], mapping), rename(pair.question, mapping)
+        context, question_ids = prompt_ids(tokenizer, "qa", window, question, recall)
+        answer = tokenizer.encode(" " + rename(pair.answer, mapping)) + [tokenizer.eos_id]
         rows.append(([*context, *question_ids, *answer], len(context) + len(question_ids)))
     return rows
 
@@ -140,10 +158,11 @@ def prepare_tune(books: Path, qmsum_train: Path, tokenizer_path: Path, out: Path
     jobs = [(example, template, rng.random() < RECALL_FRACTION, str(tokenizer_path))
             for example in load_qmsum_examples(qmsum_train) for template in QMSUM_TEMPLATES]
     train, _ = split_books(books, HELDOUT_FRACTION, SPLIT_SEED)
-    with ProcessPoolExecutor() as pool:
-        rows.extend(pool.map(_qmsum_row, jobs, chunksize=8))
-        book_jobs = [(str(p), str(tokenizer_path), per_book, seed) for p in train]
-        for book_rows in pool.map(_book_rows, book_jobs, chunksize=4):
+    with ProcessPoolExecutor() as workers:
+        rows.extend(workers.map(_qmsum_row, jobs, chunksize=8))
+        names = tuple(sorted(set().union(*workers.map(_book_people, map(str, train), chunksize=4))))
+        book_jobs = [(str(p), str(tokenizer_path), per_book, seed, names) for p in train]
+        for book_rows in workers.map(_book_rows, book_jobs, chunksize=4):
             rows.extend(book_rows)
     random.Random(seed).shuffle(rows)
     lengths = np.array([len(ids) for ids, _ in rows])

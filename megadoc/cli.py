@@ -610,6 +610,41 @@ def _context_lengths(text: str) -> list[int]:
     return sorted(set(values))
 
 
+@eval_app.command("copy")
+def eval_copy(
+    files: Annotated[list[str], typer.Argument(help="Texts to take passages from (any format `ask` reads).")],
+    passage_tokens: Annotated[int, typer.Option(help="Tokens per passage (read twice in one attention chunk).")] = 256,
+    passages: Annotated[int, typer.Option(help="Passages per text, evenly spaced.")] = 8,
+    model: ModelOption = models.DEFAULT_MODEL,
+    device: DeviceOption = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
+) -> None:
+    """The repeat test: loss on passages read once, then read again right after.
+
+    A model that copies from what its attention holds (as answering from recalled passages needs)
+    scores the second reading far below the first; one that cannot scores them alike.
+
+    Example: megadoc eval copy heldout/*.txt --json
+    """
+    from megadoc.perplexity import repeat_loss
+
+    with user_errors():
+        texts = [load(source, None).text for source in files]
+        loaded = models.load(model, models.choose_device(device))
+        try:
+            result = repeat_loss(loaded.model, loaded.tokenizer, texts, passage_tokens, passages)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if as_json:
+        sys.stdout.write(json.dumps({"model": loaded.name, "files": files, **result.to_dict()}) + "\n")
+        return
+    table = Table(caption=f"{result.passages} passages of {result.passage_tokens} tokens")
+    for column in ("first reading (nats/token)", "second reading", "gain"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{result.first:.3f}", f"{result.second:.3f}", f"{result.first - result.second:.3f}")
+    stdout.print(table)
+
+
 @eval_app.command("who")
 def eval_who(
     books: Annotated[Path, typer.Option(help="Folder of the books (<name>.txt or <name>.txt.gz), e.g. shared books/.")],

@@ -1,4 +1,5 @@
-"""Bits per byte against context length, on the same final stretch of each text.
+"""Bits per byte against context length, on the same final stretch of each text; and the repeat
+test, whether the model copies what its attention window already holds.
 
 Definition (also in `megadoc eval ppl --help`): let T be the smallest context length asked for.
 At context length N, a fresh state reads BOS then the last N tokens of a text, and the loss counted
@@ -77,3 +78,45 @@ def bits_per_byte(model: Megalodon, tokenizer: Tokenizer, texts: list[str], cont
         value = nats / math.log(2) / size if usable and size else None
         results.append(ContextResult(context, len(usable), target * len(usable), size, value))
     return results
+
+
+@dataclass(frozen=True)
+class RepeatResult:
+    """Mean loss (nats/token) on passages read once and on the same passages read again right after."""
+
+    passages: int
+    passage_tokens: int
+    first: float
+    second: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.inference_mode()
+def repeat_loss(
+    model: Megalodon, tokenizer: Tokenizer, texts: list[str], passage_tokens: int, per_text: int
+) -> RepeatResult:
+    """The repeat test: BOS, a passage, the same passage again, all in one attention chunk.
+
+    A model that copies through attention predicts the second reading far better than the first
+    (an induction head's signature); one that cannot scores them alike. Passages are `per_text`
+    evenly spaced stretches of `passage_tokens` ids from each text long enough."""
+    if 2 * passage_tokens + 1 > model.config.chunk_size:
+        chunk = model.config.chunk_size
+        raise ValueError(f"a passage of {passage_tokens} tokens read twice does not fit one {chunk}-token chunk")
+    passages = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        room = len(ids) - passage_tokens
+        if room >= 0:
+            passages += [ids[i * room // per_text : i * room // per_text + passage_tokens] for i in range(per_text)]
+    if not passages:
+        raise ValueError(f"no text has {passage_tokens} tokens")
+    first = second = 0.0
+    for passage in passages:
+        ids = torch.as_tensor([tokenizer.bos_id, *passage, *passage], dtype=torch.long, device=model.device)[None]
+        losses = F.cross_entropy(model.score(ids[:, :-1])[0].float(), ids[0, 1:], reduction="none")
+        first += float(losses[:passage_tokens].mean())
+        second += float(losses[passage_tokens:].mean())
+    return RepeatResult(len(passages), passage_tokens, first / len(passages), second / len(passages))

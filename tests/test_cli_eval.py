@@ -1,4 +1,4 @@
-"""`megadoc eval ppl`, `eval scrolls` and `eval compare` with the tiny model on small real-format files."""
+"""`megadoc eval ppl`, `eval copy`, `eval scrolls` and `eval compare` with the tiny model on small real-format files."""
 
 import json
 import math
@@ -30,6 +30,33 @@ def test_bits_per_byte_at_each_context_on_the_same_final_tokens(app_env, tiny_mo
     table = run_cli("eval", "ppl", book, "--context", "32,64", "--model", tiny_model_dir)
     assert table.exit_code == 0 and "bits/byte" in table.stdout
     assert_one_line_error(run_cli("eval", "ppl", book, "--context", "a,b", "--model", tiny_model_dir), "--context")
+
+
+def test_copy_scores_passages_read_once_then_again(app_env, tiny_model_dir, tmp_path):
+    """The first reading's loss is the passage's own loss after BOS; the second is scored apart."""
+    import torch
+
+    from megadoc.models import load
+    from megadoc.perplexity import target_loss
+
+    book = tmp_path / "book.txt"
+    book.write_text(AUSTEN[:2000], encoding="utf-8")
+    options = ("--passage-tokens", "7", "--passages", "3", "--model", tiny_model_dir, "--json")
+    result = run_cli("eval", "copy", book, *options)
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["passages"] == 3 and row["passage_tokens"] == 7
+    loaded = load(tiny_model_dir, torch.device("cpu"))
+    ids = loaded.tokenizer.encode(AUSTEN[:2000])
+    room = len(ids) - 7
+    passages = [ids[i * room // 3 : i * room // 3 + 7] for i in range(3)]
+    first = sum(target_loss(loaded.model, loaded.tokenizer, p, 7, 7) / 7 for p in passages) / 3
+    assert math.isclose(row["first"], first, rel_tol=1e-4)
+    assert math.isfinite(row["second"]) and row["second"] != row["first"]
+    table = run_cli("eval", "copy", book, "--passage-tokens", "7", "--model", tiny_model_dir)
+    assert table.exit_code == 0 and "second reading" in table.stdout
+    too_long = run_cli("eval", "copy", book, "--passage-tokens", "8", "--model", tiny_model_dir)
+    assert_one_line_error(too_long, "does not fit")
 
 
 def _meeting(path):

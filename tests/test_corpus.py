@@ -11,12 +11,14 @@ from megadoc.engine.corpus import (
     load_qmsum_examples,
     load_qmsum_transcripts,
     make_book_questions,
+    person_names,
     read_book,
+    rename,
     split_books,
     strip_gutenberg,
 )
 from megadoc.engine.tokenizer import Tokenizer
-from megadoc.engine.train_data import prepare_tune
+from megadoc.engine.train_data import _book_rows, clean_book, prepare_tune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BOOKS = DATA / "books"
@@ -169,3 +171,38 @@ def test_tuning_rows_ask_each_qmsum_query_in_both_prompts(tmp_path: Path, sp_mod
         answers.add(tokenizer.decode(data["ids"][answer:end].tolist()).strip())
     assert prompts_seen == {"Request:", "Query:"}
     assert len(answers) == len({e.answer.strip() for e in load_qmsum_examples(meetings)})
+
+
+def test_rename_replaces_whole_words_only() -> None:
+    mapping = {"Anne": "Tess", "Ann": "Ruth"}
+    assert rename("Anne met Ann; Annex and Anne's hat.", mapping) == "Tess met Ruth; Annex and Tess's hat."
+    assert rename("no names", {}) == "no names"
+
+
+@needs_books
+def test_person_names_are_people() -> None:
+    people = person_names(clean_book(BOOKS / "Austen-Jane__Persuasion.txt.gz"))
+    assert {"Anne", "Wentworth", "Elizabeth"} <= people
+    assert not people & {"Bath", "Lyme", "Kellynch"}  # places the book names as often
+
+
+@needs_books
+def test_book_rows_rename_the_characters_consistently(sp_model_path: Path) -> None:
+    """Each row's window, question and answer use names from the pool in place of the book's own."""
+    path = BOOKS / "Austen-Jane__Persuasion.txt.gz"
+    pool = ("Zorbin", "Quillan", "Marlow", "Trevik", "Odessa", "Brannoc", "Ysolde", "Kestrel", "Fenwick", "Halvard",
+            "Isembard", "Jorunn", "Lisandro", "Perpetua")
+    rows = _book_rows((str(path), str(sp_model_path), 12, 0, pool))
+    assert len(rows) == 12
+    tokenizer = Tokenizer.load(sp_model_path)
+    people = person_names(clean_book(path))
+    renamed_answers = 0
+    for ids, answer_start in rows:
+        prompt, reply = tokenizer.decode(ids[:answer_start]), tokenizer.decode(ids[answer_start:]).strip()
+        words = set(re.findall(r"[A-Z][a-z]+", prompt + " " + reply))
+        assert not words & people, words & people
+        assert " ".join(reply.split()) in " ".join(prompt.split())  # still a span of what the row shows
+        renamed_answers += bool(set(reply.split()) & set(pool))
+    assert renamed_answers >= 3  # who-said / who-did answers are pool names now
+    with pytest.raises(ValueError, match="people to rename"):
+        _book_rows((str(path), str(sp_model_path), 12, 0, pool[:3]))

@@ -47,6 +47,17 @@ def test_tiny_model_learns_and_resumes(tmp_path, token_dir):
     assert losses(tmp_path / "run")[-1] < logged[-1]
 
 
+def test_attention_scales_learn_at_their_own_rate(tmp_path, token_dir):
+    """`attention_scale_lr` moves the q/k scales (zero at init) that many times farther, nothing else."""
+    moved = {}
+    for scale in (1.0, 10.0):
+        checkpoint = train(recipe(tmp_path / str(scale), token_dir, steps=5, save_every=5, attention_scale_lr=scale))
+        model = Megalodon.from_pretrained(checkpoint)
+        moved[scale] = (model.layers[0].mega.gamma.abs().mean().item(), model.layers[0].mega.wz.weight.clone())
+    assert moved[10.0][0] > 5 * moved[1.0][0] > 0
+    assert torch.allclose(moved[10.0][1], moved[1.0][1], atol=0.05)
+
+
 def test_export_ships_bf16_matrices_and_loads_as_float32(tmp_path, token_dir, sp_model_path):
     checkpoint = train(recipe(tmp_path, token_dir, steps=5, save_every=5))
     export(checkpoint, tmp_path / "shipped", sp_model_path)
@@ -55,6 +66,7 @@ def test_export_ships_bf16_matrices_and_loads_as_float32(tmp_path, token_dir, sp
     tensors = load_file(str(tmp_path / "shipped" / "model.safetensors"))
     assert tensors["layers.0.mega.wv.weight"].dtype == torch.bfloat16
     assert tensors["layers.0.mega.cema.alpha"].dtype == torch.float32
+    assert tensors["layers.0.mega.gamma"].dtype == torch.float32  # the attention's q/k scales
     model = Megalodon.from_pretrained(tmp_path / "shipped")
     assert model.dtype == torch.float32 and (tmp_path / "shipped" / "tokenizer.model").is_file()
 
