@@ -36,6 +36,7 @@ class Recipe:
     model: dict = field(default_factory=lambda: {"preset": "mini"})
     tune: str | None = None  # tuning rows (.npz from megadoc.engine.train_data); None: pretraining only
     tune_fraction: float = 0.5  # share of rows drawn from `tune` in the tuning stage
+    repeat_fraction: float = 0.0  # share of rows that are repeat windows (RepeatWindows): copying practice
     init_from: str | None = None  # a model directory to start from (e.g. the pretrained model)
     seq_len: int = 16384
     batch_size: int = 4  # rows per GPU per step
@@ -117,6 +118,30 @@ class TuneRows:
         return inputs, targets
 
 
+class RepeatWindows:
+    """Pretraining windows whose every attention chunk ends by repeating a span read earlier in it,
+    scored on the repeat only: practice in copying what attention holds, the skill that answering
+    from recalled passages rests on (a model that lacks it scores a repeat like new text)."""
+
+    def __init__(self, windows: PretrainWindows, chunk_size: int, rng: np.random.Generator) -> None:
+        if windows.seq_len % chunk_size or chunk_size < 64:
+            raise ValueError(f"repeat windows need whole chunks of 64 tokens or more ({windows.seq_len}, {chunk_size})")
+        self.windows, self.chunk_size, self.rng = windows, chunk_size, rng
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        inputs, targets = self.windows.sample()
+        inputs, targets = inputs.copy(), np.full_like(targets, IGNORE)
+        chunk = self.chunk_size
+        for begin in range(0, len(inputs), chunk):
+            length = int(self.rng.integers(16, chunk // 4 + 1))
+            source = begin + int(self.rng.integers(0, chunk // 2 - length + 1))
+            repeat = begin + chunk - length
+            inputs[repeat:begin + chunk] = inputs[source:source + length]
+            # Targets at repeat-1 .. end-2 are the repeated tokens: each predicted from the copy so far.
+            targets[repeat - 1:begin + chunk - 1] = inputs[repeat:begin + chunk]
+        return inputs, targets
+
+
 def row_mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy averaged over each row's scored tokens, then over the rows that score any.
 
@@ -130,6 +155,15 @@ def row_mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     counts = scored.sum(1)
     per_row = (losses.view_as(scored) * scored).sum(1) / counts.clamp(min=1)
     return per_row[counts > 0].mean()
+
+
+def _source(draw: float, recipe: Recipe, tune, repeats, windows):
+    """Where a row comes from: a uniform `draw` split by tune_fraction, then repeat_fraction."""
+    if tune is not None and draw < recipe.tune_fraction:
+        return tune
+    if repeats is not None and draw < recipe.tune_fraction * (tune is not None) + recipe.repeat_fraction:
+        return repeats
+    return windows
 
 
 def learning_rate(recipe: Recipe, step: int, minutes: float = 0.0) -> float:
@@ -207,6 +241,7 @@ def train(recipe: Recipe) -> Path:
     windows = PretrainWindows(recipe.tokens, recipe.seq_len, rng)
     pad_id = 0
     tune = TuneRows(recipe.tune, recipe.seq_len, pad_id, rng, model.config.chunk_size) if recipe.tune else None
+    repeats = RepeatWindows(windows, model.config.chunk_size, rng) if recipe.repeat_fraction else None
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log = (out / "log.jsonl").open("a") if rank == 0 else None
@@ -217,8 +252,7 @@ def train(recipe: Recipe) -> Path:
 
     window_start, window_tokens = time.time(), 0
     while step < recipe.steps:
-        rows = [tune.sample() if tune and rng.random() < recipe.tune_fraction else windows.sample()
-                for _ in range(recipe.batch_size)]
+        rows = [_source(rng.random(), recipe, tune, repeats, windows).sample() for _ in range(recipe.batch_size)]
         inputs = torch.from_numpy(np.stack([r[0] for r in rows])).to(device, non_blocking=True)
         targets = torch.from_numpy(np.stack([r[1] for r in rows])).to(device, non_blocking=True)
         for group in optimizer.param_groups:

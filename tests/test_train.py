@@ -8,7 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from megadoc.engine import Megalodon
-from megadoc.engine.train import IGNORE, Recipe, TuneRows, export, learning_rate, row_mean_loss, train
+from megadoc.engine.train import (
+    IGNORE,
+    PretrainWindows,
+    Recipe,
+    RepeatWindows,
+    TuneRows,
+    export,
+    learning_rate,
+    row_mean_loss,
+    train,
+)
 
 
 @pytest.fixture
@@ -114,3 +124,36 @@ def test_learning_rate_warms_up_then_decays_by_steps_or_minutes(tmp_path, token_
     assert learning_rate(r, 10) == pytest.approx(1.0)
     assert learning_rate(r, 100) == pytest.approx(0.1)
     assert learning_rate(r, 20, minutes=10.0) == pytest.approx(0.1)  # the wall-clock budget ends first
+
+
+def test_repeat_windows_score_a_copy_of_an_earlier_span_in_each_chunk(token_dir):
+    windows = PretrainWindows(token_dir, 256, np.random.default_rng(0))
+    repeats = RepeatWindows(windows, 64, np.random.default_rng(1))
+    for _ in range(20):
+        inputs, targets = repeats.sample()
+        assert inputs.shape == targets.shape == (256,)
+        for begin in range(0, 256, 64):
+            scored = np.flatnonzero(targets[begin : begin + 64] != IGNORE)
+            length = len(scored)
+            assert 16 <= length <= 16
+            assert list(scored) == list(range(63 - length, 63))  # the chunk's last `length` tokens
+            span = inputs[begin + 64 - length : begin + 64]
+            assert (targets[begin + 63 - length : begin + 63] == span).all()
+            earlier = inputs[begin : begin + 32]
+            assert any((earlier[i : i + length] == span).all() for i in range(32 - length + 1))
+    with pytest.raises(ValueError, match="whole chunks"):
+        RepeatWindows(PretrainWindows(token_dir, 100, np.random.default_rng(0)), 64, np.random.default_rng(0))
+
+
+def test_repeat_windows_teach_a_tiny_model_to_copy(tmp_path):
+    """Random tokens cannot be predicted except by copying: the repeat loss falls well below ln(V)
+    once the q/k scales learn fast enough to sharpen attention (at the base rate they barely move)."""
+    (tmp_path / "tokens").mkdir()
+    np.save(tmp_path / "tokens" / "shard000.npy", np.random.default_rng(0).integers(0, 32, 200_000).astype(np.uint16))
+    run = recipe(tmp_path, tmp_path / "tokens", model={"preset": "tiny", "vocab_size": 32, "chunk_size": 64},
+                 seq_len=128, batch_size=16, steps=600, lr=3e-3, warmup_steps=20, repeat_fraction=1.0,
+                 attention_scale_lr=30.0, log_every=20, save_every=600)
+    train(run)
+    logged = losses(tmp_path / "run")
+    assert logged[0] > 3.2  # about ln(32) = 3.47: nothing to go on yet
+    assert np.mean(logged[-3:]) < 0.8 * np.log(32), logged
