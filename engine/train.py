@@ -49,6 +49,9 @@ class Recipe:
     # 1/sqrt(zh) folded in (megalodon-spec "Block" 4), which keeps attention logits within about +-1:
     # a model trained briefly never sharpens its attention enough to copy a name from its context.
     attention_scale_lr: float = 1.0
+    # Multiplies every q/k scale (gamma + 1) of an `init_from` model when the run starts: attention
+    # logits grow by its square, so a model whose attention never sharpened can start sharp.
+    attention_scale_start: float = 1.0
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     seed: int = 0
@@ -226,6 +229,9 @@ def train(recipe: Recipe) -> Path:
         model = Megalodon.from_pretrained(checkpoint, dtype=torch.float32)
     elif recipe.init_from:
         model = Megalodon.from_pretrained(recipe.init_from, dtype=torch.float32)
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.mega.gamma.copy_((layer.mega.gamma + 1) * recipe.attention_scale_start - 1)
     else:
         model = Megalodon(model_config(recipe))
     model = model.to(device).train()

@@ -157,3 +157,12 @@ def test_repeat_windows_teach_a_tiny_model_to_copy(tmp_path):
     logged = losses(tmp_path / "run")
     assert logged[0] > 3.2  # about ln(32) = 3.47: nothing to go on yet
     assert np.mean(logged[-3:]) < 0.8 * np.log(32), logged
+
+
+def test_attention_scale_start_multiplies_the_q_k_scales_of_the_model_started_from(tmp_path, token_dir):
+    start = train(recipe(tmp_path / "a", token_dir, steps=2, save_every=2))
+    before = Megalodon.from_pretrained(start).layers[1].mega.gamma.detach().clone()
+    after_run = train(recipe(tmp_path / "b", token_dir, steps=1, save_every=1, lr=0.0, init_from=str(start),
+                             attention_scale_start=2.0))
+    after = Megalodon.from_pretrained(after_run).layers[1].mega.gamma.detach()
+    assert torch.allclose(after + 1, 2 * (before + 1))
