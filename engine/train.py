@@ -122,25 +122,28 @@ class TuneRows:
 
 
 class RepeatWindows:
-    """Pretraining windows whose every attention chunk ends by repeating a span read earlier in it,
-    scored on the repeat only: practice in copying what attention holds, the skill that answering
-    from recalled passages rests on (a model that lacks it scores a repeat like new text)."""
+    """Pretraining windows in which every attention chunk holds a span of random token ids twice:
+    early in the chunk, then at its end, scored on the second copy only. Practice in copying what
+    attention holds, the skill that answering from recalled passages rests on. Random ids, because
+    a repeat of book text can be predicted from memory of the book (a model trained on a few
+    epochs of it does) and teaches no copying."""
 
-    def __init__(self, windows: PretrainWindows, chunk_size: int, rng: np.random.Generator) -> None:
+    def __init__(self, windows: PretrainWindows, chunk_size: int, vocab_size: int, rng: np.random.Generator) -> None:
         if windows.seq_len % chunk_size or chunk_size < 64:
             raise ValueError(f"repeat windows need whole chunks of 64 tokens or more ({windows.seq_len}, {chunk_size})")
-        self.windows, self.chunk_size, self.rng = windows, chunk_size, rng
+        self.windows, self.chunk_size, self.vocab_size, self.rng = windows, chunk_size, vocab_size, rng
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        inputs, targets = self.windows.sample()
-        inputs, targets = inputs.copy(), np.full_like(targets, IGNORE)
+        inputs, _ = self.windows.sample()
+        inputs, targets = inputs.copy(), np.full_like(inputs, IGNORE)
         chunk = self.chunk_size
         for begin in range(0, len(inputs), chunk):
             length = int(self.rng.integers(16, chunk // 4 + 1))
             source = begin + int(self.rng.integers(0, chunk // 2 - length + 1))
             repeat = begin + chunk - length
-            inputs[repeat:begin + chunk] = inputs[source:source + length]
-            # Targets at repeat-1 .. end-2 are the repeated tokens: each predicted from the copy so far.
+            span = self.rng.integers(0, self.vocab_size, length)
+            inputs[source:source + length] = inputs[repeat:begin + chunk] = span
+            # Targets at repeat-1 .. end-2 are the repeated ids: each predicted from the copy so far.
             targets[repeat - 1:begin + chunk - 1] = inputs[repeat:begin + chunk]
         return inputs, targets
 
@@ -247,7 +250,9 @@ def train(recipe: Recipe) -> Path:
     windows = PretrainWindows(recipe.tokens, recipe.seq_len, rng)
     pad_id = 0
     tune = TuneRows(recipe.tune, recipe.seq_len, pad_id, rng, model.config.chunk_size) if recipe.tune else None
-    repeats = RepeatWindows(windows, model.config.chunk_size, rng) if recipe.repeat_fraction else None
+    repeats = None
+    if recipe.repeat_fraction:
+        repeats = RepeatWindows(windows, model.config.chunk_size, model.config.vocab_size, rng)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log = (out / "log.jsonl").open("a") if rank == 0 else None

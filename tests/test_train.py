@@ -128,7 +128,7 @@ def test_learning_rate_warms_up_then_decays_by_steps_or_minutes(tmp_path, token_
 
 def test_repeat_windows_score_a_copy_of_an_earlier_span_in_each_chunk(token_dir):
     windows = PretrainWindows(token_dir, 256, np.random.default_rng(0))
-    repeats = RepeatWindows(windows, 64, np.random.default_rng(1))
+    repeats = RepeatWindows(windows, 64, 1000, np.random.default_rng(1))
     for _ in range(20):
         inputs, targets = repeats.sample()
         assert inputs.shape == targets.shape == (256,)
@@ -139,14 +139,15 @@ def test_repeat_windows_score_a_copy_of_an_earlier_span_in_each_chunk(token_dir)
             assert list(scored) == list(range(63 - length, 63))  # the chunk's last `length` tokens
             span = inputs[begin + 64 - length : begin + 64]
             assert (targets[begin + 63 - length : begin + 63] == span).all()
+            assert span.max() >= 64  # random ids from the vocabulary, not the window's text (ids < 64)
             earlier = inputs[begin : begin + 32]
             assert any((earlier[i : i + length] == span).all() for i in range(32 - length + 1))
     with pytest.raises(ValueError, match="whole chunks"):
-        RepeatWindows(PretrainWindows(token_dir, 100, np.random.default_rng(0)), 64, np.random.default_rng(0))
+        RepeatWindows(PretrainWindows(token_dir, 100, np.random.default_rng(0)), 64, 1000, np.random.default_rng(0))
 
 
 def test_repeat_windows_teach_a_tiny_model_to_copy(tmp_path):
-    """Random tokens cannot be predicted except by copying: the repeat loss falls well below ln(V)
+    """Random ids cannot be predicted except by copying: the repeat loss falls well below ln(V)
     once the q/k scales learn fast enough to sharpen attention (at the base rate they barely move)."""
     (tmp_path / "tokens").mkdir()
     np.save(tmp_path / "tokens" / "shard000.npy", np.random.default_rng(0).integers(0, 32, 200_000).astype(np.uint16))
