@@ -165,9 +165,10 @@ def row_mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _source(draw: float, recipe: Recipe, tune, repeats, windows):
     """Where a row comes from: a uniform `draw` split by tune_fraction, then repeat_fraction."""
-    if tune is not None and draw < recipe.tune_fraction:
+    tuned = recipe.tune_fraction if tune is not None else 0.0
+    if draw < tuned:
         return tune
-    if repeats is not None and draw < recipe.tune_fraction * (tune is not None) + recipe.repeat_fraction:
+    if repeats is not None and draw < tuned + recipe.repeat_fraction:
         return repeats
     return windows
 

@@ -102,6 +102,8 @@ def repeat_loss(
     A model that copies through attention predicts the second reading far better than the first
     (an induction head's signature); one that cannot scores them alike. Passages are `per_text`
     evenly spaced stretches of `passage_tokens` ids from each text long enough."""
+    if passage_tokens < 1 or per_text < 1:
+        raise ValueError("passages need at least one token, and each text at least one passage")
     if 2 * passage_tokens + 1 > model.config.chunk_size:
         chunk = model.config.chunk_size
         raise ValueError(f"a passage of {passage_tokens} tokens read twice does not fit one {chunk}-token chunk")

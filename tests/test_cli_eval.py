@@ -57,6 +57,8 @@ def test_copy_scores_passages_read_once_then_again(app_env, tiny_model_dir, tmp_
     assert table.exit_code == 0 and "second reading" in table.stdout
     too_long = run_cli("eval", "copy", book, "--passage-tokens", "8", "--model", tiny_model_dir)
     assert_one_line_error(too_long, "does not fit")
+    none = run_cli("eval", "copy", book, "--passages", "0", "--model", tiny_model_dir)
+    assert_one_line_error(none, "at least one passage")
 
 
 def _meeting(path):
