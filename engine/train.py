@@ -122,16 +122,17 @@ class TuneRows:
 
 
 class RepeatWindows:
-    """Pretraining windows in which every attention chunk holds a span of random token ids twice:
-    early in the chunk, then at its end, scored on the second copy only. Practice in copying what
-    attention holds, the skill that answering from recalled passages rests on. Random ids, because
-    a repeat of book text can be predicted from memory of the book (a model trained on a few
-    epochs of it does) and teaches no copying."""
+    """Pretraining windows in which every attention chunk holds a span twice: early in the chunk,
+    then at its end, scored on the second copy only. Practice in copying what attention holds, the
+    skill that answering from recalled passages rests on. The span is the chunk's own tokens drawn
+    in random order: a repeat of book text can be predicted from memory of the book (a model
+    trained on a few epochs of it does) and teaches no copying, and random ids over the whole
+    vocabulary are mostly rare pieces whose embeddings pretraining barely trained."""
 
-    def __init__(self, windows: PretrainWindows, chunk_size: int, vocab_size: int, rng: np.random.Generator) -> None:
+    def __init__(self, windows: PretrainWindows, chunk_size: int, rng: np.random.Generator) -> None:
         if windows.seq_len % chunk_size or chunk_size < 64:
             raise ValueError(f"repeat windows need whole chunks of 64 tokens or more ({windows.seq_len}, {chunk_size})")
-        self.windows, self.chunk_size, self.vocab_size, self.rng = windows, chunk_size, vocab_size, rng
+        self.windows, self.chunk_size, self.rng = windows, chunk_size, rng
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         inputs, _ = self.windows.sample()
@@ -141,7 +142,7 @@ class RepeatWindows:
             length = int(self.rng.integers(16, chunk // 4 + 1))
             source = begin + int(self.rng.integers(0, chunk // 2 - length + 1))
             repeat = begin + chunk - length
-            span = self.rng.integers(0, self.vocab_size, length)
+            span = self.rng.choice(inputs[begin:begin + chunk], length)
             inputs[source:source + length] = inputs[repeat:begin + chunk] = span
             # Targets at repeat-1 .. end-2 are the repeated ids: each predicted from the copy so far.
             targets[repeat - 1:begin + chunk - 1] = inputs[repeat:begin + chunk]
@@ -253,7 +254,7 @@ def train(recipe: Recipe) -> Path:
     tune = TuneRows(recipe.tune, recipe.seq_len, pad_id, rng, model.config.chunk_size) if recipe.tune else None
     repeats = None
     if recipe.repeat_fraction:
-        repeats = RepeatWindows(windows, model.config.chunk_size, model.config.vocab_size, rng)
+        repeats = RepeatWindows(windows, model.config.chunk_size, rng)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log = (out / "log.jsonl").open("a") if rank == 0 else None

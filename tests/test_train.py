@@ -127,23 +127,29 @@ def test_learning_rate_warms_up_then_decays_by_steps_or_minutes(tmp_path, token_
 
 
 def test_repeat_windows_score_a_copy_of_an_earlier_span_in_each_chunk(token_dir):
+    """Each chunk ends with a span seen earlier in it, scored there only; the span is the chunk's own
+    tokens in random order (never a stretch of the text, which a model could recall)."""
     windows = PretrainWindows(token_dir, 256, np.random.default_rng(0))
-    repeats = RepeatWindows(windows, 64, 1000, np.random.default_rng(1))
+    originals = PretrainWindows(token_dir, 256, np.random.default_rng(0))  # replays the same windows
+    repeats = RepeatWindows(windows, 64, np.random.default_rng(1))
     for _ in range(20):
         inputs, targets = repeats.sample()
+        original, _ = originals.sample()
         assert inputs.shape == targets.shape == (256,)
         for begin in range(0, 256, 64):
             scored = np.flatnonzero(targets[begin : begin + 64] != IGNORE)
             length = len(scored)
-            assert 16 <= length <= 16
+            assert length == 16  # between 16 and chunk // 4, both 16 here
             assert list(scored) == list(range(63 - length, 63))  # the chunk's last `length` tokens
             span = inputs[begin + 64 - length : begin + 64]
             assert (targets[begin + 63 - length : begin + 63] == span).all()
-            assert span.max() >= 64  # random ids from the vocabulary, not the window's text (ids < 64)
             earlier = inputs[begin : begin + 32]
             assert any((earlier[i : i + length] == span).all() for i in range(32 - length + 1))
+            text = original[begin : begin + 64]
+            assert set(span) <= set(text)
+            assert not any((text[i : i + length] == span).all() for i in range(64 - length + 1))
     with pytest.raises(ValueError, match="whole chunks"):
-        RepeatWindows(PretrainWindows(token_dir, 100, np.random.default_rng(0)), 64, 1000, np.random.default_rng(0))
+        RepeatWindows(PretrainWindows(token_dir, 100, np.random.default_rng(0)), 64, np.random.default_rng(0))
 
 
 def test_repeat_windows_teach_a_tiny_model_to_copy(tmp_path):
