@@ -42,6 +42,31 @@ MIN_SEGMENT = 128  # shorter segments spend more on the second pass than they sa
 
 
 @triton.jit
+def _segment_tile(length, dim, segments, segment_len, NDIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The layout every CEMA kernel shares: program (feature block, batch row x segment) holds
+    [N, BLOCK_D] tiles, the N components of a feature in one thread. Returns (pid_bs, d, d_mask,
+    lane_mask, coef, start, stop, row): `coef` indexes [D, N] coefficients, `row` a token's features."""
+    pid_bs = tl.program_id(1)
+    batch = pid_bs // segments
+    segment = pid_bs % segments
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    n = tl.arange(0, NDIM)
+    d_mask = d < dim
+    lane_mask = d_mask[None, :] & (n[:, None] < NDIM)
+    coef = d[None, :] * NDIM + n[:, None]
+    start = segment * segment_len
+    stop = tl.minimum(start + segment_len, length)
+    row = batch.to(tl.int64) * length * dim + d
+    return pid_bs, d, d_mask, lane_mask, coef, start, stop, row
+
+
+@triton.jit
+def _load_complex(ptr, cell, mask):
+    """(real, imaginary) tiles of a complex float32 tensor stored as pairs, at element offsets `cell`."""
+    return tl.load(ptr + 2 * cell, mask=mask, other=0.0), tl.load(ptr + 2 * cell + 1, mask=mask, other=0.0)
+
+
+@triton.jit
 def _cema_scan_kernel(
     x_ptr,  # [B, L, D] any float dtype
     y_ptr,  # [B, L, D] x's dtype (untouched when WRITE_Y is False)
@@ -60,31 +85,15 @@ def _cema_scan_kernel(
     WRITE_Y: tl.constexpr,
 ):
     """Program (feature block, batch row x segment): scan the segment's tokens from its entering state."""
-    pid_d = tl.program_id(0)
-    pid_bs = tl.program_id(1)
-    batch = pid_bs // segments
-    segment = pid_bs % segments
-    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, NDIM)
-    d_mask = d < dim
-    lane_mask = d_mask[None, :] & (n[:, None] < NDIM)
-
-    # [N, BLOCK_D] tiles: the N components of a feature stay in one thread.
-    coef = d[None, :] * NDIM + n[:, None]
+    pid_bs, d, d_mask, lane_mask, coef, start, stop, row = _segment_tile(length, dim, segments, segment_len, NDIM,
+                                                                         BLOCK_D)
     p = tl.load(p_ptr + coef, mask=lane_mask, other=0.0)
-    q_re = tl.load(q_ptr + 2 * coef, mask=lane_mask, other=0.0)
-    q_im = tl.load(q_ptr + 2 * coef + 1, mask=lane_mask, other=0.0)
-    g_re = tl.load(g_ptr + 2 * coef, mask=lane_mask, other=0.0)
-    g_im = tl.load(g_ptr + 2 * coef + 1, mask=lane_mask, other=0.0)
+    q_re, q_im = _load_complex(q_ptr, coef, lane_mask)
+    g_re, g_im = _load_complex(g_ptr, coef, lane_mask)
     omega = tl.load(omega_ptr + d, mask=d_mask, other=0.0)
+    cell = pid_bs.to(tl.int64) * dim * NDIM + coef
+    h_re, h_im = _load_complex(h_in_ptr, cell, lane_mask)
 
-    state = 2 * (pid_bs.to(tl.int64) * dim * NDIM + coef)
-    h_re = tl.load(h_in_ptr + state, mask=lane_mask, other=0.0)
-    h_im = tl.load(h_in_ptr + state + 1, mask=lane_mask, other=0.0)
-
-    start = segment * segment_len
-    stop = tl.minimum(start + segment_len, length)
-    row = batch.to(tl.int64) * length * dim + d
     zero = tl.zeros([BLOCK_D], tl.int32)  # the masks below compare per lane
     # Loads run four tokens ahead of the recurrence (x_a..x_d rotate), so four loads are in
     # flight while a token's arithmetic runs: one warp per program has nothing else to hide them.
@@ -102,8 +111,8 @@ def _cema_scan_kernel(
             y = tl.sum(g_re * h_re - g_im * h_im, axis=0) + omega * x
             tl.store(y_ptr + row + t * dim, y.to(y_ptr.dtype.element_ty), mask=d_mask)
 
-    tl.store(h_out_ptr + state, h_re, mask=lane_mask)
-    tl.store(h_out_ptr + state + 1, h_im, mask=lane_mask)
+    tl.store(h_out_ptr + 2 * cell, h_re, mask=lane_mask)
+    tl.store(h_out_ptr + 2 * cell + 1, h_im, mask=lane_mask)
 
 
 @triton.jit
@@ -130,32 +139,17 @@ def _cema_adjoint_kernel(
     """Program (feature block, batch row x segment): walk the segment backwards from its entering adjoint a
     (the gradient reaching h_t from later tokens): lam_t = a + conj(g) dy_t, dx_t = Re(sum_n p_n lam_t) +
     omega dy_t, then a = conj(q) lam_t. Same layout and look-ahead loads as `_cema_scan_kernel`."""
-    pid_d = tl.program_id(0)
-    pid_bs = tl.program_id(1)
-    batch = pid_bs // segments
-    segment = pid_bs % segments
-    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, NDIM)
-    d_mask = d < dim
-    lane_mask = d_mask[None, :] & (n[:, None] < NDIM)
-
-    coef = d[None, :] * NDIM + n[:, None]
+    pid_bs, d, d_mask, lane_mask, coef, start, stop, row = _segment_tile(length, dim, segments, segment_len, NDIM,
+                                                                         BLOCK_D)
     p = tl.load(p_ptr + coef, mask=lane_mask, other=0.0)
-    q_re = tl.load(q_ptr + 2 * coef, mask=lane_mask, other=0.0)
-    q_im = tl.load(q_ptr + 2 * coef + 1, mask=lane_mask, other=0.0)
-    g_re = tl.load(g_ptr + 2 * coef, mask=lane_mask, other=0.0)
-    g_im = tl.load(g_ptr + 2 * coef + 1, mask=lane_mask, other=0.0)
+    q_re, q_im = _load_complex(q_ptr, coef, lane_mask)
+    g_re, g_im = _load_complex(g_ptr, coef, lane_mask)
     omega = tl.load(omega_ptr + d, mask=d_mask, other=0.0)
-
     cell = pid_bs.to(tl.int64) * dim * NDIM + coef
-    a_re = tl.load(a_in_ptr + 2 * cell, mask=lane_mask, other=0.0)
-    a_im = tl.load(a_in_ptr + 2 * cell + 1, mask=lane_mask, other=0.0)
+    a_re, a_im = _load_complex(a_in_ptr, cell, lane_mask)
     acc_p = tl.zeros([NDIM, BLOCK_D], tl.float32)
     acc_omega = tl.zeros([BLOCK_D], tl.float32)
 
-    start = segment * segment_len
-    stop = tl.minimum(start + segment_len, length)
-    row = batch.to(tl.int64) * length * dim + d
     zero = tl.zeros([BLOCK_D], tl.int32)
     dy_a = tl.load(dy_ptr + row + (stop - 1) * dim, mask=d_mask & (zero + stop - 1 >= start), other=0.0)
     dy_b = tl.load(dy_ptr + row + (stop - 2) * dim, mask=d_mask & (zero + stop - 2 >= start), other=0.0)
@@ -210,23 +204,12 @@ def _cema_tangent_kernel(
     """Program (feature block, batch row x segment): rescan h forward from the segment's entering state
     beside its derivative in q, k_t = dh_t/dq = q k_{t-1} + h_{t-1} (k = 0 at the start: the torch
     side adds the entering k), and sum dy_t h_t and dy_t k_t for the gradients of g and q."""
-    pid_d = tl.program_id(0)
-    pid_bs = tl.program_id(1)
-    batch = pid_bs // segments
-    segment = pid_bs % segments
-    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, NDIM)
-    d_mask = d < dim
-    lane_mask = d_mask[None, :] & (n[:, None] < NDIM)
-
-    coef = d[None, :] * NDIM + n[:, None]
+    pid_bs, d, d_mask, lane_mask, coef, start, stop, row = _segment_tile(length, dim, segments, segment_len, NDIM,
+                                                                         BLOCK_D)
     p = tl.load(p_ptr + coef, mask=lane_mask, other=0.0)
-    q_re = tl.load(q_ptr + 2 * coef, mask=lane_mask, other=0.0)
-    q_im = tl.load(q_ptr + 2 * coef + 1, mask=lane_mask, other=0.0)
-
-    state = 2 * (pid_bs.to(tl.int64) * dim * NDIM + coef)
-    h_re = tl.load(h_in_ptr + state, mask=lane_mask, other=0.0)
-    h_im = tl.load(h_in_ptr + state + 1, mask=lane_mask, other=0.0)
+    q_re, q_im = _load_complex(q_ptr, coef, lane_mask)
+    cell = pid_bs.to(tl.int64) * dim * NDIM + coef
+    h_re, h_im = _load_complex(h_in_ptr, cell, lane_mask)
     k_re = tl.zeros([NDIM, BLOCK_D], tl.float32)
     k_im = tl.zeros([NDIM, BLOCK_D], tl.float32)
     sum_h_re = tl.zeros([NDIM, BLOCK_D], tl.float32)
@@ -234,9 +217,6 @@ def _cema_tangent_kernel(
     sum_k_re = tl.zeros([NDIM, BLOCK_D], tl.float32)
     sum_k_im = tl.zeros([NDIM, BLOCK_D], tl.float32)
 
-    start = segment * segment_len
-    stop = tl.minimum(start + segment_len, length)
-    row = batch.to(tl.int64) * length * dim + d
     zero = tl.zeros([BLOCK_D], tl.int32)
     x_a = tl.load(x_ptr + row + start * dim, mask=d_mask & (zero + start < stop), other=0.0)
     x_b = tl.load(x_ptr + row + (start + 1) * dim, mask=d_mask & (zero + start + 1 < stop), other=0.0)
@@ -261,12 +241,12 @@ def _cema_tangent_kernel(
         sum_k_re += dy * k_re
         sum_k_im += dy * k_im
 
-    tl.store(k_out_ptr + state, k_re, mask=lane_mask)
-    tl.store(k_out_ptr + state + 1, k_im, mask=lane_mask)
-    tl.store(sum_h_ptr + state, sum_h_re, mask=lane_mask)
-    tl.store(sum_h_ptr + state + 1, sum_h_im, mask=lane_mask)
-    tl.store(sum_k_ptr + state, sum_k_re, mask=lane_mask)
-    tl.store(sum_k_ptr + state + 1, sum_k_im, mask=lane_mask)
+    tl.store(k_out_ptr + 2 * cell, k_re, mask=lane_mask)
+    tl.store(k_out_ptr + 2 * cell + 1, k_im, mask=lane_mask)
+    tl.store(sum_h_ptr + 2 * cell, sum_h_re, mask=lane_mask)
+    tl.store(sum_h_ptr + 2 * cell + 1, sum_h_im, mask=lane_mask)
+    tl.store(sum_k_ptr + 2 * cell, sum_k_re, mask=lane_mask)
+    tl.store(sum_k_ptr + 2 * cell + 1, sum_k_im, mask=lane_mask)
 
 
 def _segments_for(batch: int, length: int, dim: int) -> int:
