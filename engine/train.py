@@ -12,9 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +56,12 @@ class Recipe:
     # Multiplies every q/k scale (gamma + 1) of an `init_from` model when the run starts: attention
     # logits grow by its square, so a model whose attention never sharpened can start sharp.
     attention_scale_start: float = 1.0
+    # A model trained from scratch: its q scales (gamma + 1) start at this value and its k scales at
+    # plus or minus it, a random sign per dimension (0: the spec's init, all 1). q and k are one
+    # projection z with per-dimension scales, so scores are z_i . (s_q s_k z_j): with products all
+    # positive a head can only match like with like, and copying ("attend to the token after an
+    # earlier copy of mine") needs products of both signs, which training rarely reaches from all 1.
+    signed_attention_scales: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     seed: int = 0
@@ -205,6 +215,31 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=recipe.lr, betas=recipe.betas, fused=torch.cuda.is_available())
 
 
+def sign_attention_scales(model: Megalodon, scale: float, generator: torch.Generator) -> None:
+    """Set every layer's q scales to `scale` and its k scales to +-`scale`, a random sign each
+    (`Recipe.signed_attention_scales`)."""
+    with torch.no_grad():
+        for layer in model.layers:
+            gamma = layer.mega.gamma
+            signs = torch.randint(0, 2, gamma.shape[1:], generator=generator).to(gamma) * 2 - 1
+            gamma[0].fill_(scale - 1)
+            gamma[1].copy_(signs * scale - 1)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs: the loop then saves its checkpoint
+    and returns, so a run stopped from outside (`timeout`, Ctrl-C) loses nothing and resumes where
+    it stopped. The previous handlers come back after the block."""
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def _save(out: Path, model: Megalodon, optimizer, step: int, tokens: int, minutes: float, rng_state: str) -> None:
     checkpoint = out / "checkpoint"
     model.save_pretrained(checkpoint)
@@ -239,6 +274,8 @@ def train(recipe: Recipe) -> Path:
                 layer.mega.gamma.copy_((layer.mega.gamma + 1) * recipe.attention_scale_start - 1)
     else:
         model = Megalodon(model_config(recipe))
+        if recipe.signed_attention_scales:
+            sign_attention_scales(model, recipe.signed_attention_scales, torch.Generator().manual_seed(recipe.seed))
     model = model.to(device).train()
     optimizer = _optimizer(model, recipe)
     step, tokens_seen, minutes_before = 0, 0, 0.0
@@ -264,44 +301,45 @@ def train(recipe: Recipe) -> Path:
         return minutes_before + (time.time() - started) / 60
 
     window_start, window_tokens = time.time(), 0
-    while step < recipe.steps:
-        rows = [_source(rng.random(), recipe, tune, repeats, windows).sample() for _ in range(recipe.batch_size)]
-        inputs = torch.from_numpy(np.stack([r[0] for r in rows])).to(device, non_blocking=True)
-        targets = torch.from_numpy(np.stack([r[1] for r in rows])).to(device, non_blocking=True)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(recipe, step, minutes()) * group["lr_scale"]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = wrapped(inputs)
-        loss = row_mean_loss(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        optimizer.step()
-        step += 1
-        batch_tokens = inputs.numel() * world
-        tokens_seen += batch_tokens
-        window_tokens += batch_tokens
+    with _stop_on_signals() as stop_requested:
+        while step < recipe.steps:
+            rows = [_source(rng.random(), recipe, tune, repeats, windows).sample() for _ in range(recipe.batch_size)]
+            inputs = torch.from_numpy(np.stack([r[0] for r in rows])).to(device, non_blocking=True)
+            targets = torch.from_numpy(np.stack([r[1] for r in rows])).to(device, non_blocking=True)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(recipe, step, minutes()) * group["lr_scale"]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = wrapped(inputs)
+            loss = row_mean_loss(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            step += 1
+            batch_tokens = inputs.numel() * world
+            tokens_seen += batch_tokens
+            window_tokens += batch_tokens
 
-        if step % recipe.log_every == 0 and log is not None:
-            elapsed = time.time() - window_start
-            record = {
-                "step": step, "loss": round(loss.item(), 4), "grad_norm": round(grad_norm.item(), 3),
-                "lr": learning_rate(recipe, step, minutes()), "tokens": tokens_seen,
-                "tokens_per_s": round(window_tokens / elapsed), "minutes": round(minutes(), 2),
-            }
-            print(json.dumps(record), flush=True)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            window_start, window_tokens = time.time(), 0
-        out_of_time = recipe.max_minutes is not None and minutes() > recipe.max_minutes
-        if distributed:
-            flag = torch.tensor(int(out_of_time), device=device)
-            dist.all_reduce(flag)
-            out_of_time = bool(flag.item())
-        if rank == 0 and (step % recipe.save_every == 0 or step == recipe.steps or out_of_time):
-            _save(out, model, optimizer, step, tokens_seen, minutes(), json.dumps(rng.bit_generator.state))
-        if out_of_time:
-            break
+            if step % recipe.log_every == 0 and log is not None:
+                elapsed = time.time() - window_start
+                record = {
+                    "step": step, "loss": round(loss.item(), 4), "grad_norm": round(grad_norm.item(), 3),
+                    "lr": learning_rate(recipe, step, minutes()), "tokens": tokens_seen,
+                    "tokens_per_s": round(window_tokens / elapsed), "minutes": round(minutes(), 2),
+                }
+                print(json.dumps(record), flush=True)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                window_start, window_tokens = time.time(), 0
+            stopping = (recipe.max_minutes is not None and minutes() > recipe.max_minutes) or stop_requested.is_set()
+            if distributed:
+                flag = torch.tensor(int(stopping), device=device)
+                dist.all_reduce(flag)
+                stopping = bool(flag.item())
+            if rank == 0 and (step % recipe.save_every == 0 or step == recipe.steps or stopping):
+                _save(out, model, optimizer, step, tokens_seen, minutes(), json.dumps(rng.bit_generator.state))
+            if stopping:
+                break
     if distributed:
         dist.destroy_process_group()
     return checkpoint

@@ -1,6 +1,11 @@
 """Training on the CPU: the loss falls, a run resumes from its own checkpoint, export ships bf16 matrices."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -173,3 +178,34 @@ def test_attention_scale_start_multiplies_the_q_k_scales_of_the_model_started_fr
                              attention_scale_start=2.0))
     after = Megalodon.from_pretrained(after_run).layers[1].mega.gamma.detach()
     assert torch.allclose(after + 1, 2 * (before + 1))
+
+
+def test_a_run_stopped_by_sigterm_saves_and_resumes_where_it_stopped(tmp_path, token_dir):
+    """`timeout` (or Ctrl-C) ends a device call's share of a long run: the run saves and exits 0."""
+    run = recipe(tmp_path, token_dir, steps=100_000, log_every=1, save_every=100_000)
+    path = tmp_path / "recipe.toml"
+    fields = [f"{k} = {json.dumps(v)}" for k, v in asdict(run).items() if k != "model" and v is not None]
+    path.write_text("\n".join(fields) + '\n[model]\npreset = "tiny"\nvocab_size = 64\n')
+    process = subprocess.Popen([sys.executable, "-m", "megadoc.engine.train", str(path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    saved = torch.load(tmp_path / "run" / "checkpoint" / "trainer.pt", weights_only=True)
+    assert saved["step"] >= 3
+    train(replace(run, steps=saved["step"] + 2))
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps[-2:] == [saved["step"] + 1, saved["step"] + 2]
+
+
+def test_signed_attention_scales_start_a_fresh_model_with_q_k_products_of_both_signs(tmp_path, token_dir):
+    trained = train(recipe(tmp_path, token_dir, steps=1, save_every=1, lr=0.0, signed_attention_scales=3.0))
+    for layer in Megalodon.from_pretrained(trained).layers:
+        gamma = layer.mega.gamma.detach()
+        assert torch.allclose(gamma[0] + 1, torch.full_like(gamma[0], 3.0))
+        products = (gamma[0] + 1) * (gamma[1] + 1)
+        assert set(products.round().tolist()) == {-9.0, 9.0}
