@@ -9,12 +9,21 @@ answer, the recalled passages that best match question + answer are its citation
 
 from __future__ import annotations
 
+import os
+import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import bm25s
-import numpy as np
+# bm25s imports JAX where it is installed and runs a top-k at import, which starts JAX on the GPU
+# and with it JAX's default preallocation of 75% of GPU memory: the torch model reading beside it
+# then runs out of memory. megadoc scores with bm25s in numpy only, so JAX, unless this process
+# started it already or the user chose its platform, stays on the CPU.
+if "jax" not in sys.modules:
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import bm25s  # noqa: E402
+import numpy as np  # noqa: E402
 
 from megadoc.ingest import Document
 

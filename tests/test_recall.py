@@ -1,6 +1,9 @@
 """Evidence recall on real ingested documents: passages, BM25 choice within a token budget,
 document order, labels, and citations."""
 
+import os
+import subprocess
+import sys
 from itertools import pairwise
 
 import pytest
@@ -77,3 +80,31 @@ def test_caption_passages_carry_times_and_speakers(tmp_path, tokenizer):
     index = PassageIndex.build(document, offsets, 32)  # cues longer than a passage: cut, never joined
     labels = [p.label for p in index.passages]
     assert len(labels) > 6 and sorted(set(labels)) == [f"00:0{n}:00 (Alice)" for n in range(6)]
+
+
+def _import_recall_and_report(code: str, **env: str) -> str:
+    """Run `import megadoc.recall` and then `code` in a fresh interpreter; its stdout."""
+    environment = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"} | env
+    done = subprocess.run([sys.executable, "-c", f"import megadoc.recall\n{code}"], env=environment,
+                          capture_output=True, text=True, timeout=300, check=True)
+    return done.stdout.strip()
+
+
+def test_importing_recall_keeps_jax_off_the_gpu_unless_the_user_chose():
+    assert _import_recall_and_report("import os; print(os.environ['JAX_PLATFORMS'])") == "cpu"
+    chosen = _import_recall_and_report("import os; print(os.environ['JAX_PLATFORMS'])", JAX_PLATFORMS="cuda")
+    assert chosen == "cuda"
+
+
+@pytest.mark.gpu
+def test_recall_leaves_the_gpu_memory_to_the_model():
+    """bm25s starts JAX at import where JAX is installed; JAX's default takes 75% of GPU memory."""
+    pytest.importorskip("jax")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    free = _import_recall_and_report(
+        "import jax, torch; free, total = torch.cuda.mem_get_info(); print(jax.default_backend(), free / total)"
+    )
+    backend, fraction = free.split()
+    assert backend == "cpu" and float(fraction) > 0.5
