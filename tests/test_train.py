@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from megadoc.engine.train import (
     TuneRows,
     export,
     learning_rate,
+    model_config,
     row_mean_loss,
     train,
 )
@@ -226,3 +228,16 @@ def test_signed_attention_scales_let_a_fresh_model_learn_to_copy_where_the_spec_
         final[signed] = np.mean(losses(tmp_path / str(signed) / "run")[-3:])
     assert final[0.0] > 0.85 * np.log(64), final  # 3.87 measured: barely moving
     assert final[3.0] < 0.6 * np.log(64), final  # 1.82 measured
+
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_loads_and_names_a_model(path):
+    """A recipe with a misspelt key or a wrong model fails here, not minutes into a GPU run."""
+    loaded = Recipe.load(path)
+    assert model_config(loaded).model_dim > 0
+    assert loaded.max_minutes or loaded.steps < 100000
+    assert (loaded.tune is not None) == ("tune" in path.name)
+    assert 0 <= loaded.tune_fraction + loaded.repeat_fraction <= 1
