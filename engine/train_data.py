@@ -97,9 +97,12 @@ def _tokenize_book(args: tuple[str, str]) -> np.ndarray:
 
 
 def prepare_pretrain(books: Path, tokenizer_path: Path, out: Path, shard_tokens: int = 16_000_000) -> int:
+    """Tokenize the training split of `books` into new shards of `out`, after any already there: the
+    books can come in parts (a GPU call carries at most 64 MiB), each part tokenized once."""
     train, _ = split_books(books, HELDOUT_FRACTION, SPLIT_SEED)
     out.mkdir(parents=True, exist_ok=True)
-    shard, size, index, total = [], 0, 0, 0
+    shard, size, total = [], 0, 0
+    index = 1 + max((int(path.stem.removeprefix("shard")) for path in out.glob("shard*.npy")), default=-1)
     with ProcessPoolExecutor() as pool:
         for ids in pool.map(_tokenize_book, [(str(p), str(tokenizer_path)) for p in train], chunksize=4):
             shard.append(ids)

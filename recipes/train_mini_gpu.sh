@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Train `mini` on one GPU from carried data: .carry/books (*.txt.gz), .carry/qmsum-train.tar.gz.
-# Writes the exported model to $OUT in <16 MB parts (join with cat) plus the training logs.
+# Train `mini` on one GPU in steps that each fit one device call (at most 64 MiB carried, 10 minutes).
+# Run in the repository root; runs/ must outlive the calls (on the device machine: a link to a folder
+# outside the work tree, kept while the machine stays warm).
+#
+#   train_mini_gpu.sh tokens BOOKS                  tokenize BOOKS' training books into runs/data/tokens
+#                                                   (the books may come in parts: each adds shards)
+#   train_mini_gpu.sh tune-data BOOKS QMSUM NAME N  tuning rows, N questions a book, -> runs/data/NAME.npz
+#   train_mini_gpu.sh train RECIPE [SECONDS]        train (resuming RECIPE's run); after SECONDS a
+#                                                   SIGTERM saves the checkpoint for the next call
+#   train_mini_gpu.sh export RUN OUT                RUN's checkpoint as a shippable model in OUT, with
+#                                                   its weights also in <16 MB parts (a call returns those)
+#
+# Round 7's order: `tokens` on each half of the books and `train mini-pretrain-signed` in each of two
+# calls (the tuning data built in the background of the second), then the two tuning recipes in a
+# third (MODEL_CARD.md, "Round 7").
 set -euo pipefail
-export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1  # import the installed package, not ./megadoc
-python3 -m pip install -q --no-deps --no-build-isolation --root-user-action=ignore . 2>&1 | grep -v "^WARNING" || true
-python3 -c "import megadoc.engine, sys; print(megadoc.engine.__file__)"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-mkdir -p runs/data && tar -xzf .carry/qmsum-train.tar.gz -C runs/data
-TOK=megadoc/models/mini/tokenizer.model
-python3 -m megadoc.engine.train_data pretrain --books .carry/books --tokenizer $TOK --out runs/data/tokens
-# Tuning rows are built on the CPU while the GPU pretrains.
-nice python3 -m megadoc.engine.train_data tune --books .carry/books --qmsum runs/data/train --tokenizer $TOK \
-  --out runs/data/tune.npz --per-book ${PER_BOOK:-12} > runs/tune-data.log 2>&1 &
-python3 -m megadoc.engine.train recipes/${PRETRAIN_RECIPE:-mini-pretrain}.toml
-wait
-cat runs/tune-data.log
-python3 -m megadoc.engine.train recipes/mini-tune.toml
-python3 -m megadoc.engine.train export runs/mini-tune/checkpoint runs/mini $TOK
-mkdir -p $OUT/mini
-cp runs/mini/config.json $OUT/mini/
-split -b 15M runs/mini/model.safetensors $OUT/mini/model.safetensors.part-
-cp runs/mini-pretrain/log.jsonl $OUT/pretrain-log.jsonl; cp runs/mini-tune/log.jsonl $OUT/tune-log.jsonl
-ls -la $OUT/mini
+export PYTHONUNBUFFERED=1
+# bm25s starts JAX where it is installed; megadoc.recall keeps it on the CPU, and so does this.
+export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
+TOKENIZER=megadoc/models/mini/tokenizer.model
+
+case "${1:-}" in
+  tokens)
+    python3 -m megadoc.engine.train_data pretrain --books "$2" --tokenizer $TOKENIZER --out runs/data/tokens ;;
+  tune-data)
+    python3 -m megadoc.engine.train_data tune --books "$2" --qmsum "$3" --tokenizer $TOKENIZER \
+      --out "runs/data/$4.npz" --per-book "$5" ;;
+  train)
+    timeout -s TERM "${3:-0}" python3 -m megadoc.engine.train "recipes/$2.toml" ;;
+  export)
+    python3 -m megadoc.engine.train export "runs/$2/checkpoint" "$3" $TOKENIZER
+    mkdir -p "$3/parts" && split -b 15M "$3/model.safetensors" "$3/parts/model.safetensors.part-" ;;
+  *)
+    sed -n '2,16p' "$0"; exit 2 ;;
+esac

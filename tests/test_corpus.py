@@ -18,7 +18,7 @@ from megadoc.engine.corpus import (
     strip_gutenberg,
 )
 from megadoc.engine.tokenizer import Tokenizer
-from megadoc.engine.train_data import _book_rows, clean_book, prepare_tune
+from megadoc.engine.train_data import _book_rows, clean_book, prepare_pretrain, prepare_tune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BOOKS = DATA / "books"
@@ -206,3 +206,20 @@ def test_book_rows_rename_the_characters_consistently(sp_model_path: Path) -> No
     assert renamed_answers >= 3  # who-said / who-did answers are pool names now
     with pytest.raises(ValueError, match="people to rename"):
         _book_rows((str(path), str(sp_model_path), 12, 0, pool[:3]))
+
+
+def test_books_tokenized_in_parts_add_shards(tmp_path: Path, sp_model_path: Path) -> None:
+    """Each part of the books becomes new shards beside the earlier parts' (none overwritten)."""
+    tokenizer = Tokenizer.load(sp_model_path)
+    texts = {"A": "Anne walked to the harbour at Lyme.", "B": "Captain Wentworth wrote a letter."}
+    for part, text in texts.items():
+        (tmp_path / part).mkdir()
+        (tmp_path / part / f"Someone__Book-{part}.txt").write_text(text + "\n", encoding="utf-8")
+    tokens = tmp_path / "tokens"
+    counts = [prepare_pretrain(tmp_path / part, sp_model_path, tokens) for part in texts]
+    shards = sorted(tokens.glob("shard*.npy"))
+    assert [p.name for p in shards] == ["shard000.npy", "shard001.npy"]
+    for shard, text, count in zip(shards, texts.values(), counts, strict=True):
+        ids = np.load(shard)
+        assert len(ids) == count and ids[-1] == tokenizer.eos_id
+        assert tokenizer.decode(ids[:-1].tolist()) == text
