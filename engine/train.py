@@ -174,14 +174,30 @@ def row_mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return per_row[counts > 0].mean()
 
 
-def _source(draw: float, recipe: Recipe, tune, repeats, windows):
-    """Where a row comes from: a uniform `draw` split by tune_fraction, then repeat_fraction."""
-    tuned = recipe.tune_fraction if tune is not None else 0.0
-    if draw < tuned:
-        return tune
-    if repeats is not None and draw < tuned + recipe.repeat_fraction:
-        return repeats
-    return windows
+class RowMix:
+    """The rows of a batch, each drawn from the tuning rows, the repeat windows or the pretraining
+    windows by the recipe's shares (`tune_fraction`, then `repeat_fraction`, the rest pretraining)."""
+
+    def __init__(self, recipe: Recipe, rng: np.random.Generator, chunk_size: int, pad_id: int = 0) -> None:
+        self.windows = PretrainWindows(recipe.tokens, recipe.seq_len, rng)
+        self.tune = TuneRows(recipe.tune, recipe.seq_len, pad_id, rng, chunk_size) if recipe.tune else None
+        self.repeats = RepeatWindows(self.windows, chunk_size, rng) if recipe.repeat_fraction else None
+        self.tune_fraction = recipe.tune_fraction if self.tune is not None else 0.0
+        self.repeat_fraction = recipe.repeat_fraction
+        self.rng = rng
+
+    def _source(self) -> PretrainWindows | TuneRows | RepeatWindows:
+        draw = self.rng.random()
+        if draw < self.tune_fraction:
+            return self.tune
+        if self.repeats is not None and draw < self.tune_fraction + self.repeat_fraction:
+            return self.repeats
+        return self.windows
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets), each [size, seq_len]."""
+        rows = [self._source().sample() for _ in range(size)]
+        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
 
 def learning_rate(recipe: Recipe, step: int, minutes: float = 0.0) -> float:
@@ -250,6 +266,21 @@ def _save(out: Path, model: Megalodon, optimizer, step: int, tokens: int, minute
     (checkpoint / "trainer.pt.tmp").replace(checkpoint / "trainer.pt")
 
 
+def _starting_model(recipe: Recipe) -> Megalodon:
+    """A run's model before its first step: `init_from` (its q/k scales times `attention_scale_start`)
+    or a fresh one (its q/k scales signed when `signed_attention_scales` asks)."""
+    if recipe.init_from:
+        model = Megalodon.from_pretrained(recipe.init_from, dtype=torch.float32)
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.mega.gamma.copy_((layer.mega.gamma + 1) * recipe.attention_scale_start - 1)
+        return model
+    model = Megalodon(model_config(recipe))
+    if recipe.signed_attention_scales:
+        sign_attention_scales(model, recipe.signed_attention_scales, torch.Generator().manual_seed(recipe.seed))
+    return model
+
+
 def train(recipe: Recipe) -> Path:
     distributed = "WORLD_SIZE" in os.environ
     rank, world = 0, 1
@@ -265,17 +296,7 @@ def train(recipe: Recipe) -> Path:
     torch.manual_seed(recipe.seed)
     checkpoint = out / "checkpoint"
     resume = (checkpoint / "trainer.pt").is_file()
-    if resume:
-        model = Megalodon.from_pretrained(checkpoint, dtype=torch.float32)
-    elif recipe.init_from:
-        model = Megalodon.from_pretrained(recipe.init_from, dtype=torch.float32)
-        with torch.no_grad():
-            for layer in model.layers:
-                layer.mega.gamma.copy_((layer.mega.gamma + 1) * recipe.attention_scale_start - 1)
-    else:
-        model = Megalodon(model_config(recipe))
-        if recipe.signed_attention_scales:
-            sign_attention_scales(model, recipe.signed_attention_scales, torch.Generator().manual_seed(recipe.seed))
+    model = Megalodon.from_pretrained(checkpoint, dtype=torch.float32) if resume else _starting_model(recipe)
     model = model.to(device).train()
     optimizer = _optimizer(model, recipe)
     step, tokens_seen, minutes_before = 0, 0, 0.0
@@ -286,12 +307,7 @@ def train(recipe: Recipe) -> Path:
         step, tokens_seen, minutes_before = saved["step"], saved["tokens"], saved["minutes"]
         rng.bit_generator.state = json.loads(saved["rng"])
 
-    windows = PretrainWindows(recipe.tokens, recipe.seq_len, rng)
-    pad_id = 0
-    tune = TuneRows(recipe.tune, recipe.seq_len, pad_id, rng, model.config.chunk_size) if recipe.tune else None
-    repeats = None
-    if recipe.repeat_fraction:
-        repeats = RepeatWindows(windows, model.config.chunk_size, rng)
+    rows = RowMix(recipe, rng, model.config.chunk_size)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     log = (out / "log.jsonl").open("a") if rank == 0 else None
@@ -303,9 +319,7 @@ def train(recipe: Recipe) -> Path:
     window_start, window_tokens = time.time(), 0
     with _stop_on_signals() as stop_requested:
         while step < recipe.steps:
-            rows = [_source(rng.random(), recipe, tune, repeats, windows).sample() for _ in range(recipe.batch_size)]
-            inputs = torch.from_numpy(np.stack([r[0] for r in rows])).to(device, non_blocking=True)
-            targets = torch.from_numpy(np.stack([r[1] for r in rows])).to(device, non_blocking=True)
+            inputs, targets = (torch.from_numpy(a).to(device, non_blocking=True) for a in rows.batch(recipe.batch_size))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(recipe, step, minutes()) * group["lr_scale"]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

@@ -19,6 +19,7 @@ from megadoc.engine.train import (
     PretrainWindows,
     Recipe,
     RepeatWindows,
+    RowMix,
     TuneRows,
     export,
     learning_rate,
@@ -123,6 +124,20 @@ def test_every_row_weighs_the_same_in_the_loss():
     targets[2, :] = IGNORE
     rows = [F.cross_entropy(logits[0], targets[0]), F.cross_entropy(logits[1, 5:], targets[1, 5:])]
     assert row_mean_loss(logits, targets).item() == pytest.approx(torch.stack(rows).mean().item())
+
+
+def test_row_mix_draws_each_source_at_its_share(tmp_path, token_dir):
+    """Tuning rows score a 4-token answer, repeat windows one span a chunk, pretraining every token."""
+    ids = np.arange(4096, dtype=np.uint16) % 64
+    offsets = np.arange(0, 4097, 64)
+    np.savez(tmp_path / "t.npz", ids=ids, offsets=offsets, answer_starts=offsets[:-1] + 60)
+    mix = RowMix(recipe(tmp_path, token_dir, tune=str(tmp_path / "t.npz"), tune_fraction=0.5, repeat_fraction=0.25,
+                        seq_len=128), np.random.default_rng(0), chunk_size=64)
+    _, targets = mix.batch(800)
+    scored = (targets != IGNORE).sum(1)
+    tuned, repeated, pretrained = ((scored == n).mean() for n in (4, 32, 128))
+    assert abs(tuned - 0.5) < 0.06 and abs(repeated - 0.25) < 0.06 and abs(pretrained - 0.25) < 0.06
+    assert np.isin(scored, (4, 32, 128)).all()
 
 
 def test_learning_rate_warms_up_then_decays_by_steps_or_minutes(tmp_path, token_dir):
