@@ -41,6 +41,9 @@ class Recipe:
     tune: str | None = None  # tuning rows (.npz from megadoc.engine.train_data); None: pretraining only
     tune_fraction: float = 0.5  # share of rows drawn from `tune` in the tuning stage
     repeat_fraction: float = 0.0  # share of rows that are repeat windows (RepeatWindows): copying practice
+    # "row_mean": every row weighs the same (row_mean_loss); "token_mean": every scored token does,
+    # so a tuning row's few answer tokens weigh little beside a pretraining window (rounds 1-3).
+    loss: str = "row_mean"
     init_from: str | None = None  # a model directory to start from (e.g. the pretrained model)
     seq_len: int = 16384
     batch_size: int = 4  # rows per GPU per step
@@ -75,6 +78,10 @@ class Recipe:
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         return cls(**data)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
 
 
 def model_config(recipe: Recipe) -> MegalodonConfig:
@@ -172,6 +179,14 @@ def row_mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     counts = scored.sum(1)
     per_row = (losses.view_as(scored) * scored).sum(1) / counts.clamp(min=1)
     return per_row[counts > 0].mean()
+
+
+def token_mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over all scored tokens of the batch (`Recipe.loss = "token_mean"`)."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+
+LOSSES = {"row_mean": row_mean_loss, "token_mean": token_mean_loss}
 
 
 class RowMix:
@@ -324,7 +339,7 @@ def train(recipe: Recipe) -> Path:
                 group["lr"] = learning_rate(recipe, step, minutes()) * group["lr_scale"]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = wrapped(inputs)
-            loss = row_mean_loss(logits, targets)
+            loss = LOSSES[recipe.loss](logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)

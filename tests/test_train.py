@@ -25,6 +25,7 @@ from megadoc.engine.train import (
     learning_rate,
     model_config,
     row_mean_loss,
+    token_mean_loss,
     train,
 )
 
@@ -124,6 +125,17 @@ def test_every_row_weighs_the_same_in_the_loss():
     targets[2, :] = IGNORE
     rows = [F.cross_entropy(logits[0], targets[0]), F.cross_entropy(logits[1, 5:], targets[1, 5:])]
     assert row_mean_loss(logits, targets).item() == pytest.approx(torch.stack(rows).mean().item())
+
+
+def test_token_mean_weighs_every_scored_token_the_same(tmp_path, token_dir):
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 6, 11), torch.randint(0, 11, (2, 6))
+    targets[1, :5] = IGNORE  # one scored token in row 1, six in row 0
+    every_token = F.cross_entropy(torch.cat([logits[0], logits[1, 5:]]), torch.cat([targets[0], targets[1, 5:]]))
+    assert token_mean_loss(logits, targets).item() == pytest.approx(every_token.item())
+    assert token_mean_loss(logits, targets).item() != pytest.approx(row_mean_loss(logits, targets).item())
+    with pytest.raises(ValueError, match="loss must be one of row_mean, token_mean"):
+        recipe(tmp_path, token_dir, loss="mean")
 
 
 def test_row_mix_draws_each_source_at_its_share(tmp_path, token_dir):
