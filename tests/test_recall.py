@@ -12,6 +12,7 @@ from megadoc.engine.tokenizer import Tokenizer
 from megadoc.ingest import load_document
 from megadoc.recall import PassageIndex, passage_size
 from tests.app_fixtures import austen_paragraphs, write_pdf, write_vtt
+from tests.kernel_checks import needs_cuda
 
 KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
 
@@ -97,12 +98,10 @@ def test_importing_recall_keeps_jax_off_the_gpu_unless_the_user_chose():
 
 
 @pytest.mark.gpu
+@needs_cuda
 def test_recall_leaves_the_gpu_memory_to_the_model():
     """bm25s starts JAX at import where JAX is installed; JAX's default takes 75% of GPU memory."""
-    pytest.importorskip("jax")
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
+    pytest.importorskip("jax", reason="JAX is optional: bm25s only starts it where it is installed")
     free = _import_recall_and_report(
         "import jax, torch; free, total = torch.cuda.mem_get_info(); print(jax.default_backend(), free / total)"
     )
