@@ -16,8 +16,6 @@
 # third (MODEL_CARD.md, "Round 7").
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-# bm25s starts JAX where it is installed; megadoc.recall keeps it on the CPU, and so does this.
-export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 TOKENIZER=megadoc/models/mini/tokenizer.model
 
 case "${1:-}" in
