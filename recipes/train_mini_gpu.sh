@@ -12,10 +12,10 @@
 #   train_mini_gpu.sh export RUN OUT                RUN's checkpoint as a shippable model in OUT, with
 #                                                   its weights also in <16 MB parts (a call returns those)
 #
-# Round 8's order (MODEL_CARD.md, "Round 8"): the `tokens` step run off the GPU machine, its shards
-# carried xz-compressed (all training books: 106 MB, 48 MB compressed, one call); `train
-# mini-pretrain-signed` in two calls, the second building the tuning data in the background and
-# returning the `export`; then `tune-data` and `train mini-tune8-recall` in a third.
+# Round 9 (MODEL_CARD.md, "Round 9") ran its steps in order with recipes/mini-round9.sh, started once in
+# the background on the device machine: the `tokens` step run off it, its shards carried
+# xz-compressed (all training books: 106 MB, 46 MB compressed) in the first call, the tuning books in
+# the second; three back-to-back calls of waiting, the second and third returning the exports.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 TOKENIZER=megadoc/models/mini/tokenizer.model
