@@ -7,7 +7,8 @@
 #
 # Run in the repository root with runs/data/tokens built (train_mini_gpu.sh tokens). The tuning rows
 # are built beside the pretraining; BOOKS may arrive while it runs (on the device machine a later
-# call carries them and moves the folder into place), so that step waits for the folder. Outputs: runs/mini-pretrained, runs/mini-round9.
+# call carries them and moves the folder into place), so that step waits for the folder.
+# Outputs: runs/mini-pretrained, runs/mini-round9.
 set -euo pipefail
 steps=recipes/train_mini_gpu.sh
 books=$1 qmsum=$2

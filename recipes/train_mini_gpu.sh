@@ -12,10 +12,7 @@
 #   train_mini_gpu.sh export RUN OUT                RUN's checkpoint as a shippable model in OUT, with
 #                                                   its weights also in <16 MB parts (a call returns those)
 #
-# Round 9 (MODEL_CARD.md, "Round 9") ran its steps in order with recipes/mini-round9.sh, started once in
-# the background on the device machine: the `tokens` step run off it, its shards carried
-# xz-compressed (all training books: 106 MB, 46 MB compressed) in the first call, the tuning books in
-# the second; three back-to-back calls of waiting, the second and third returning the exports.
+# Round 9 ran these steps in order with recipes/mini-round9.sh (MODEL_CARD.md, "Round 9").
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 TOKENIZER=megadoc/models/mini/tokenizer.model
