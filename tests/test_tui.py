@@ -17,7 +17,7 @@ from textual.worker import Worker
 
 from megadoc.cache import StateCache
 from megadoc.engine.generate import GenerationConfig
-from megadoc.reader import ProgressCallback
+from megadoc.reader import ProgressCallback, Reader
 from megadoc.tui.app import ReaderApp
 from megadoc.tui.conversation import CitationLink, Exchange
 from megadoc.tui.document_view import DocumentView
@@ -70,6 +70,21 @@ class ReadGate:
         monkeypatch.setattr(ReaderApp, "_progress_reporter", reporter)
 
 
+class AnswerGate:
+    """Holds each answer before it starts, until opened, so a test sees the app while it answers."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reached, self.opened = threading.Event(), threading.Event()
+        original = Reader.ask
+
+        def held(reader: Reader, *args, **kwargs):
+            self.reached.set()
+            self.opened.wait(TIMEOUT)
+            return original(reader, *args, **kwargs)
+
+        monkeypatch.setattr(Reader, "ask", held)
+
+
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
@@ -84,7 +99,7 @@ def status_line(app: ReaderApp) -> str:
 
 def test_read_ask_while_reading_then_follow_the_citation_and_copy(app_env, tiny_model_dir, tmp_path, monkeypatch):
     book = short_book(tmp_path / "persuasion.pdf", pages=6)
-    gate = ReadGate(monkeypatch, after=32)
+    gate, answer_gate = ReadGate(monkeypatch, after=32), AnswerGate(monkeypatch)
     app = reader_app(book, tiny_model_dir)
 
     async def scenario() -> None:
@@ -96,11 +111,12 @@ def test_read_ask_while_reading_then_follow_the_citation_and_copy(app_env, tiny_
             assert app.read is None and "Waiting" in str(exchange._answer.render())
             gate.opened.set()
 
-            await until(pilot, lambda: app.read is not None, "the read")
-            assert app.read.status == "read" and app.read.tokens_read > 0
+            await until(pilot, answer_gate.reached.is_set, "the read, then the waiting question")
+            assert app.read is not None and app.read.status == "read" and app.read.tokens_read > 0
             status = status_line(app)
             assert status.startswith("tiny · cpu · ") and f"{len(app.read.ids):,} tokens (read)" in status
-            assert "· state " in status and status.endswith("answering")  # the question waiting
+            assert "· state " in status and status.endswith("answering")
+            answer_gate.opened.set()
 
             await until(pilot, lambda: exchange.query(CitationLink), "the answer and its citations")
             assert exchange.answer.strip() and status_line(app).endswith("ready")
