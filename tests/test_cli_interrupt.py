@@ -24,7 +24,7 @@ def _start(*args, cache):
 
 def test_ctrl_c_saves_the_read_and_the_next_run_resumes(app_env, tiny_model_dir, tmp_path):
     book = tmp_path / "long.txt"
-    book.write_text(AUSTEN * 3, encoding="utf-8")
+    book.write_text(AUSTEN * 8, encoding="utf-8")  # ~35K tokens: seconds of reading left after the first checkpoint
     process = _start("ask", book, "Who is Anne?", "--model", tiny_model_dir, "--device", "cpu", cache=app_env)
     deadline = time.monotonic() + 60
     while not list((app_env / "states").glob("*.state")):  # the first checkpoint: reading is under way
