@@ -92,7 +92,7 @@ def build_model(config: MegalodonConfig, tensors: dict[str, torch.Tensor], sourc
     model.load_state_dict(tensors, strict=True, assign=True)
     if config.share_emb:
         model.output.output.weight = model.embed.weight
-    return model
+    return model.eval()  # for inference (no dropout) until a trainer calls .train()
 
 
 def save_pretrained(model: Megalodon, directory: str | Path, tokenizer_path: str | Path | None = None) -> None:

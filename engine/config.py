@@ -37,6 +37,12 @@ class MegalodonConfig:
     norm_refresh_after: int | None = None
     norm_refresh_window: int = 6
     norm_refresh_stride: int = 2
+    # Training only (a model in eval mode never drops), the reference's names and places: `dropout`
+    # on the embeddings and on each half-layer's output before its residual, `hidden_dropout` on
+    # the CEMA's normalized output, the gated attention and the FFN's hidden units. The reference's
+    # attention_dropout (on attention weights) is not implemented: our attention kernels have none.
+    dropout: float = 0.0
+    hidden_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -45,6 +51,7 @@ class MegalodonConfig:
             ((self.z_dim // self.num_heads) % 2 == 0, "the per-head z dim must be even (rotary pairs)"),
             (self.model_dim % self.norm_num_groups == 0, "model_dim must divide by norm_num_groups"),
             (self.chunk_size > 0 and self.num_layers > 0, "chunk_size and num_layers must be positive"),
+            (0 <= self.dropout < 1 and 0 <= self.hidden_dropout < 1, "dropouts must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:

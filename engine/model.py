@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from megadoc.engine.config import MegalodonConfig
@@ -147,7 +148,8 @@ class MovingAverageGatedAttention(nn.Module):
         c, cema_h = self.cema(t, state.cema_h)
         m, q, k, v, r = self.project(t, c, rotations)
         attn, cache_k, cache_v = _chunked_attention(q, k, v, state.k, state.v, position, self.config.chunk_size)
-        return self.gate(x, m, attn, r), LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
+        gated = self.gate(x, m, attn, r) if not _drops(self) else self._gate_with_dropout(x, m, attn, r)
+        return gated, LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
 
     def projection_params(self) -> ProjectionParams:
         cfg = self.config
@@ -168,6 +170,8 @@ class MovingAverageGatedAttention(nn.Module):
         cfg = self.config
         params = self.projection_params() if params is None else params
         m = rms_norm(c, params.norm_scale, cfg.norm_eps)
+        if _drops(self):
+            m = F.dropout(m, cfg.hidden_dropout)
         z = fused_linear(m, self.wz.weight, self.wz.bias).unflatten(-1, (cfg.num_heads, cfg.head_z_dim))
         q, k = normalized_qk(z, params.qk_shift, params.qk_scale, rotations, cfg.norm_eps).to(t.dtype)
         v = fused_linear(t, self.wv.weight, self.wv.bias, silu=True).unflatten(-1, (cfg.num_heads, cfg.head_value_dim))
@@ -178,6 +182,18 @@ class MovingAverageGatedAttention(nn.Module):
         """The gated output projection of the attention [B, T, h, dv], plus the residual x."""
         h = fused_linear(m, self.wh1.weight, self.wh1.bias, residual=x)
         return fused_linear(attn.flatten(-2), self.wh2.weight, scale=r, residual=h)
+
+    def _gate_with_dropout(self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """`gate` in training with dropouts: hidden dropout on the gated attention, dropout on the
+        output before the residual (so the fused residual adds are split)."""
+        gated = F.dropout(attn.flatten(-2) * r, self.config.hidden_dropout)
+        h = fused_linear(m, self.wh1.weight, self.wh1.bias) + fused_linear(gated, self.wh2.weight)
+        return x + F.dropout(h, self.config.dropout)
+
+
+def _drops(module: nn.Module) -> bool:
+    """Whether `module` is training with a dropout on (otherwise the fused, drop-free paths run)."""
+    return module.training and (module.config.dropout > 0 or module.config.hidden_dropout > 0)
 
 
 def _chunked_attention(q, k, v, cache_k, cache_v, position: int, chunk: int):
@@ -247,6 +263,10 @@ class NormalizedFeedForward(nn.Module):
         params = self.norm_params() if params is None else params
         u = layer_norm(y, params.norm_weight, params.norm_bias, self.config.norm_eps)
         hidden = fused_linear(u, self.fc1.weight, silu=True, up=None if self.fc3 is None else self.fc3.weight)
+        if _drops(self):
+            hidden = F.dropout(hidden, self.config.hidden_dropout)
+            out = F.dropout(fused_linear(hidden, self.fc2.weight), self.config.dropout)
+            return residual + out if self.alpha is None else torch.addcmul(residual, out, self.alpha)
         if self.alpha is None:
             return fused_linear(hidden, self.fc2.weight, residual=residual)
         return torch.addcmul(residual, fused_linear(hidden, self.fc2.weight), self.alpha)
@@ -334,7 +354,8 @@ class Megalodon(nn.Module):
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)
-        return x * math.sqrt(self.config.model_dim) if self.config.scale_emb else x
+        x = x * math.sqrt(self.config.model_dim) if self.config.scale_emb else x
+        return F.dropout(x, self.config.dropout) if self.training and self.config.dropout > 0 else x
 
     def forward(
         self, ids: torch.Tensor, state: State | None = None, *, compute_logits: bool = True

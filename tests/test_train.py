@@ -66,6 +66,28 @@ def test_tiny_model_learns_and_resumes(tmp_path, token_dir):
     assert losses(tmp_path / "run")[-1] < logged[-1]
 
 
+def test_dropouts_act_in_training_only_and_a_saved_model_loads_for_reading(tmp_path, token_dir):
+    dropping = {"preset": "tiny", "vocab_size": 64, "dropout": 0.2, "hidden_dropout": 0.2}
+    checkpoint = train(recipe(tmp_path, token_dir, steps=20, model=dropping))
+    assert losses(tmp_path / "run")[-1] < 0.5 * losses(tmp_path / "run")[0]  # it learns through the noise
+
+    model = Megalodon.from_pretrained(checkpoint)
+    assert not model.training and model.config.dropout == 0.2
+    ids = torch.arange(40)[None] % 64
+    reading = model(ids)
+    torch.testing.assert_close(model(ids), reading)
+    undropped = Megalodon(model.config.replace(dropout=0.0, hidden_dropout=0.0))
+    undropped.load_state_dict(model.state_dict())
+    torch.testing.assert_close(undropped.train()(ids), reading)  # dropout 0 in training: the same function
+
+    model.train()
+    first, second = model(ids), model(ids)
+    assert not torch.allclose(first, second) and not torch.allclose(first, reading)
+    hidden_only = Megalodon(model.config.replace(dropout=0.0))
+    hidden_only.load_state_dict(model.state_dict())
+    assert not torch.allclose(hidden_only.train()(ids), reading)  # hidden dropout alone drops too
+
+
 def test_attention_scales_learn_at_their_own_rate(tmp_path, token_dir):
     """`attention_scale_lr` moves the q/k scales (zero at init) that many times farther, nothing else."""
     moved = {}
