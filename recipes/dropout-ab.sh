@@ -19,19 +19,21 @@ python3 - "$heldout" <<'PY'
 import json, statistics, sys
 from pathlib import Path
 
+import torch
+
 from megadoc.engine.model import Megalodon
 from megadoc.engine.tokenizer import Tokenizer
-from megadoc.models import choose_device, dtype_for
 from megadoc.perplexity import bits_per_byte
 
 texts = [p.read_text() for p in sorted(Path(sys.argv[1]).glob("*.txt"), key=lambda p: p.stat().st_size)[-10:]]
 tokenizer = Tokenizer.load("megadoc/models/mini/tokenizer.model")
-device = choose_device("auto")
+cuda = torch.cuda.is_available()  # (megadoc.models would pick the same, but needs the app's packages)
+device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
 rows = {}
 for arm in ("off", "on"):
     run = Path(f"runs/mini-dropout-{arm}")
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    model = Megalodon.from_pretrained(run / "checkpoint", device=device, dtype=dtype_for(device))
+    model = Megalodon.from_pretrained(run / "checkpoint", device=device, dtype=dtype)
     results = bits_per_byte(model, tokenizer, texts, [1024, 4096, 16384])
     rows[arm] = {
         "bits_per_byte": {r.context: round(r.bits_per_byte, 4) for r in results},
