@@ -17,14 +17,17 @@ MEGADOC = [sys.executable, "-c", "from megadoc.cli import main; main()"]
 
 
 def _start(*args, cache):
+    """`megadoc ARGS` as a child process whose Ctrl-C behaves as in a terminal, even where this
+    process ignores SIGINT (as a shell's background job does, and its children inherit)."""
     env = {**os.environ, "MEGADOC_CACHE_DIR": str(cache)}
     command = [*MEGADOC, *map(str, args)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_ctrl_c_saves_the_read_and_the_next_run_resumes(app_env, tiny_model_dir, tmp_path):
     book = tmp_path / "long.txt"
-    book.write_text(AUSTEN * 8, encoding="utf-8")  # ~35K tokens: seconds of reading left after the first checkpoint
+    book.write_text(AUSTEN * 3, encoding="utf-8")
     process = _start("ask", book, "Who is Anne?", "--model", tiny_model_dir, "--device", "cpu", cache=app_env)
     deadline = time.monotonic() + 60
     while not list((app_env / "states").glob("*.state")):  # the first checkpoint: reading is under way
