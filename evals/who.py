@@ -39,6 +39,7 @@ class WhoResult:
     correct: bool
     floor_answer: str
     floor_correct: bool
+    in_evidence: bool  # an accepted name is in the recalled passages: what reading them could find
     citations: list[str]
 
     def to_dict(self) -> dict:
@@ -83,25 +84,30 @@ def run_who(
         for question in asked:
             response = reader.ask(read, question.question, config, recall=recall)
             answer = response.collect().strip().split("\n", 1)[0].strip()
-            floor = _evidence_name(reader, read, question.question, names, config)
+            evidence = _evidence(reader, read, question.question, config)
+            floor = _most_frequent_name(evidence, {name for name in names if name not in question.question})
             results.append(WhoResult(
                 book, question.question, question.answers, answer, names_answer(answer, question.answers),
-                floor, names_answer(floor, question.answers), [c.label for c in response.citations],
+                floor, names_answer(floor, question.answers), names_answer(evidence, question.answers),
+                [c.label for c in response.citations],
             ))
             if on_progress is not None:
                 on_progress(len(results), len(questions))
     return results
 
 
-def _evidence_name(reader: Reader, read, question: str, names: set[str], config: GenerationConfig) -> str:
-    """The most frequent of the book's names in the passages recalled for `question` ("" if none)."""
+def _evidence(reader: Reader, read, question: str, config: GenerationConfig) -> str:
+    """The passages recall puts before `question` (the app's default), "" when none match."""
     before, after = prompts.split("qa", question=question)
     chunk = reader.model.config.chunk_size
     _, evidence = final_prompt(
         read.passages, "", before, after, question, chunk, config.max_new_tokens, reader.tokenizer.count
     )
-    if evidence is None:
-        return ""
-    counts = {name: len(re.findall(rf"\b{name}\b", evidence.text)) for name in names if name not in question}
+    return "" if evidence is None else evidence.text
+
+
+def _most_frequent_name(evidence: str, names: set[str]) -> str:
+    """The most frequent of `names` in `evidence` ("" if none occurs)."""
+    counts = {name: len(re.findall(rf"\b{name}\b", evidence)) for name in names}
     best = max(counts, key=lambda name: (counts[name], name), default="")
     return best if counts.get(best) else ""

@@ -659,7 +659,8 @@ def eval_who(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.")] = False,
 ) -> None:
     """Who-questions about novels: does the answer name the right character? Beside the model, the
-    floor of naming the book's most frequent character in the recalled passages.
+    floor of naming the book's most frequent character in the recalled passages, and how often
+    those passages name a right answer at all.
 
     Example: megadoc eval who --books ../shared/data/books --json
     """
@@ -680,20 +681,23 @@ def eval_who(
             raise UsageError(_one_line(error)) from None
     correct = sum(r.correct for r in results)
     floor = sum(r.floor_correct for r in results)
+    in_evidence = sum(r.in_evidence for r in results)
     if as_json:
         row = {
             "model": loaded.name, "recall": recall, "no_repeat_ngram": no_repeat_ngram, "count": len(results),
-            "correct": correct, "floor_correct": floor, "results": [r.to_dict() for r in results],
+            "correct": correct, "floor_correct": floor, "in_evidence": in_evidence,
+            "results": [r.to_dict() for r in results],
         }
         sys.stdout.write(json.dumps(row) + "\n")
         return
     table = Table(caption=f"{loaded.name} ({'recall' if recall else 'plain'}): {correct} of {len(results)} right; "
-                          f"most frequent name in the recalled passages: {floor}")
-    for column in ("question", "answer", "right", "floor"):
+                          f"most frequent name in the recalled passages: {floor}; "
+                          f"a right name is in those passages: {in_evidence}")
+    for column in ("question", "answer", "right", "floor", "in passages"):
         table.add_column(column)
     for r in results:
         floor_cell = f"{r.floor_answer} ({'yes' if r.floor_correct else 'no'})"
-        table.add_row(r.question, r.answer, "yes" if r.correct else "no", floor_cell)
+        table.add_row(r.question, r.answer, "yes" if r.correct else "no", floor_cell, "yes" if r.in_evidence else "no")
     stdout.print(table)
 
 

@@ -192,8 +192,11 @@ def test_who_questions_score_names_beside_the_evidence_floor(app_env, tiny_model
     assert first["floor_answer"] == "Harville" and first["floor_correct"]
     assert second["floor_answer"] in {"", "Benwick"} and not second["floor_correct"]
     assert row["floor_correct"] == 1
+    # Both answers are in the recalled passages (Fanny beside "Harville's sister"): what reading finds.
+    assert first["in_evidence"] and second["in_evidence"] and row["in_evidence"] == 2
     table = run_cli(*args)
-    assert table.exit_code == 0 and "Who kept the great lamp burning?" in table.stdout
+    assert table.exit_code == 0 and all(word in table.stdout for word in "Who kept the great lamp burning?".split())
+    assert "a right name is in those passages: 2" in " ".join(table.stdout.split())  # the caption wraps at 80
 
     missing = questions.with_name("missing.json")
     missing.write_text(json.dumps({"questions": [{"book": "Nobody__Nothing", "question": "Who?", "answers": ["X"]}]}))
