@@ -148,8 +148,7 @@ class MovingAverageGatedAttention(nn.Module):
         c, cema_h = self.cema(t, state.cema_h)
         m, q, k, v, r = self.project(t, c, rotations)
         attn, cache_k, cache_v = _chunked_attention(q, k, v, state.k, state.v, position, self.config.chunk_size)
-        gated = self.gate(x, m, attn, r) if not _drops(self) else self._gate_with_dropout(x, m, attn, r)
-        return gated, LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
+        return self.gate(x, m, attn, r), LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
 
     def projection_params(self) -> ProjectionParams:
         cfg = self.config
@@ -179,16 +178,15 @@ class MovingAverageGatedAttention(nn.Module):
         return m, q, k, v, r
 
     def gate(self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """The gated output projection of the attention [B, T, h, dv], plus the residual x."""
+        """The gated output projection of the attention [B, T, h, dv], plus the residual x. Training
+        with dropouts: hidden dropout on the gated attention, dropout on the output before the
+        residual (so the fused residual adds are split)."""
+        if _drops(self):
+            gated = F.dropout(attn.flatten(-2) * r, self.config.hidden_dropout)
+            h = fused_linear(m, self.wh1.weight, self.wh1.bias) + fused_linear(gated, self.wh2.weight)
+            return x + F.dropout(h, self.config.dropout)
         h = fused_linear(m, self.wh1.weight, self.wh1.bias, residual=x)
         return fused_linear(attn.flatten(-2), self.wh2.weight, scale=r, residual=h)
-
-    def _gate_with_dropout(self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """`gate` in training with dropouts: hidden dropout on the gated attention, dropout on the
-        output before the residual (so the fused residual adds are split)."""
-        gated = F.dropout(attn.flatten(-2) * r, self.config.hidden_dropout)
-        h = fused_linear(m, self.wh1.weight, self.wh1.bias) + fused_linear(gated, self.wh2.weight)
-        return x + F.dropout(h, self.config.dropout)
 
 
 def _drops(module: nn.Module) -> bool:
