@@ -40,7 +40,13 @@ def cema_params(dim: int, ndim: int, gen: torch.Generator) -> tuple[torch.Tensor
 
 
 def timestep_norm_inputs(
-    batch: int, length: int, dim: int, groups: int, padding: bool, count: int, dtype: torch.dtype,
+    batch: int,
+    length: int,
+    dim: int,
+    groups: int,
+    padding: bool,
+    count: int,
+    dtype: torch.dtype,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, NormStats, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(x, stats, weight, bias, padding mask) on DEVICE: x offset from zero (sums about a shift must not

@@ -86,8 +86,20 @@ def test_scrolls_qmsum_runs_scores_and_resumes(app_env, tiny_model_dir, tmp_path
     data.mkdir()
     _meeting(data / "ES2004a.json")
     out = tmp_path / "rows.jsonl"
-    args = ["eval", "scrolls", "--task", "qmsum", "--data", data, "--model", tiny_model_dir, "--max-tokens", "4",
-            "--no-repeat-ngram", "1"]
+    args = [
+        "eval",
+        "scrolls",
+        "--task",
+        "qmsum",
+        "--data",
+        data,
+        "--model",
+        tiny_model_dir,
+        "--max-tokens",
+        "4",
+        "--no-repeat-ngram",
+        "1",
+    ]
     result = run_cli(*args, "--out", out, "--json")
     assert result.exit_code == 0, result.stderr
     [row] = json_rows(result.stdout)
@@ -123,6 +135,7 @@ def test_scrolls_lead_baseline_gives_the_first_sentences_and_a_real_score(app_en
 def test_compare_two_runs_with_a_paired_interval(app_env, tmp_path):
     """Run B scores 0.2 F1 lower than A on every example but one: A - B is positive, its interval
     too; a run against itself differs by exactly 0; a broken file is a one-line error."""
+
     def write(path, f1s):
         rows = [{"id": f"q{i}", "prediction": "", "metrics": {"f1": f1}} for i, f1 in enumerate(f1s)]
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -146,6 +159,7 @@ def test_compare_two_runs_with_a_paired_interval(app_env, tmp_path):
 
 def test_scrolls_majority_baseline_answers_the_most_frequent_training_answer(app_env, tmp_path):
     """Qasper in its official JSON: the floor predicts the train split's most frequent answer."""
+
     def paper(answers: list[dict], question_id: str) -> dict:
         qas = [{"question": "Is it open?", "question_id": question_id, "answers": answers}]
         return {"title": "T", "abstract": "A.", "full_text": [], "qas": qas}
@@ -174,10 +188,17 @@ def test_who_questions_score_names_beside_the_evidence_floor(app_env, tiny_model
     story.insert(9, "Harville's sister, Fanny, wrote letters from the town by the sea.")
     (books / "Our__Voyage.txt").write_text("\n\n".join(story), encoding="utf-8")
     questions = tmp_path / "who.json"
-    questions.write_text(json.dumps({"questions": [
-        {"book": "Our__Voyage", "question": "Who kept the great lamp burning?", "answers": ["Harville"]},
-        {"book": "Our__Voyage", "question": "Who is Harville's sister?", "answers": ["Fanny"]},
-    ]}), encoding="utf-8")
+    questions.write_text(
+        json.dumps(
+            {
+                "questions": [
+                    {"book": "Our__Voyage", "question": "Who kept the great lamp burning?", "answers": ["Harville"]},
+                    {"book": "Our__Voyage", "question": "Who is Harville's sister?", "answers": ["Fanny"]},
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
     args = ("eval", "who", "--books", books, "--questions", questions, "--model", tiny_model_dir, "--max-tokens", "6")
     result = run_cli(*args, "--json")
     assert result.exit_code == 0, result.stderr

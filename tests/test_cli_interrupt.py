@@ -21,8 +21,14 @@ def _start(*args, cache):
     process ignores SIGINT (as a shell's background job does, and its children inherit)."""
     env = {**os.environ, "MEGADOC_CACHE_DIR": str(cache)}
     command = [*MEGADOC, *map(str, args)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def test_ctrl_c_saves_the_read_and_the_next_run_resumes(app_env, tiny_model_dir, tmp_path):

@@ -25,7 +25,7 @@ BOOKS = DATA / "books"
 QMSUM_TRAIN = DATA / "qmsum" / "train"
 needs_books = pytest.mark.skipif(not BOOKS.is_dir(), reason=f"shared books not found at {BOOKS}")
 needs_qmsum = pytest.mark.skipif(not QMSUM_TRAIN.is_dir(), reason=f"QMSum train not found at {QMSUM_TRAIN}")
-LICENCE = re.compile(r"\*\*\* ?(?:START|END) OF|SMALL PRINT|Project Gutenberg-tm|THIS ELECTRONIC VERSION", re.I)
+LICENCE = re.compile(r"\*\*\* ?(?:START|END) OF|SMALL PRINT\b|Project Gutenberg-tm|THIS ELECTRONIC VERSION", re.I)
 
 
 def _book(name: str) -> str:
@@ -60,7 +60,7 @@ def test_strip_gutenberg_keeps_the_body_of_many_books() -> None:
         raw = read_book(path)
         body = strip_gutenberg(raw)
         assert not LICENCE.search(body), path.name
-        assert body and body in raw  # a slice of the original: nothing rewritten
+        assert body and all(part in raw for part in body.split("\n\n"))  # cut, never rewritten
         assert len(body) > len(raw) - 25_000, path.name  # the licence text is at most ~20 KB
 
 
@@ -190,8 +190,22 @@ def test_person_names_are_people() -> None:
 def test_book_rows_rename_the_characters_consistently(sp_model_path: Path) -> None:
     """Each row's window, question and answer use names from the pool in place of the book's own."""
     path = BOOKS / "Austen-Jane__Persuasion.txt.gz"
-    pool = ("Zorbin", "Quillan", "Marlow", "Trevik", "Odessa", "Brannoc", "Ysolde", "Kestrel", "Fenwick", "Halvard",
-            "Isembard", "Jorunn", "Lisandro", "Perpetua")
+    pool = (
+        "Zorbin",
+        "Quillan",
+        "Marlow",
+        "Trevik",
+        "Odessa",
+        "Brannoc",
+        "Ysolde",
+        "Kestrel",
+        "Fenwick",
+        "Halvard",
+        "Isembard",
+        "Jorunn",
+        "Lisandro",
+        "Perpetua",
+    )
     rows = _book_rows((str(path), str(sp_model_path), 12, 0, pool))
     assert len(rows) == 12
     tokenizer = Tokenizer.load(sp_model_path)

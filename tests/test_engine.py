@@ -132,12 +132,45 @@ def test_parameter_count_on_meta_device(name, expected):
 @pytest.mark.parametrize(
     "shape, expected",
     [
-        (dict(num_layers=12, model_dim=1024, num_heads=1, z_dim=256, value_dim=2048, ffn_hidden_dim=2560,
-              norm_num_groups=32, swiglu=False), 220_627_968),
-        (dict(num_layers=24, model_dim=2048, num_heads=2, z_dim=512, value_dim=4096, ffn_hidden_dim=4864,
-              norm_num_groups=64, swiglu=False), 1_342_832_640),
-        (dict(num_layers=32, model_dim=4096, num_heads=4, z_dim=1024, value_dim=8192, ffn_hidden_dim=11264,
-              norm_num_groups=64, swiglu=False), 7_117_381_632),
+        (
+            dict(
+                num_layers=12,
+                model_dim=1024,
+                num_heads=1,
+                z_dim=256,
+                value_dim=2048,
+                ffn_hidden_dim=2560,
+                norm_num_groups=32,
+                swiglu=False,
+            ),
+            220_627_968,
+        ),
+        (
+            dict(
+                num_layers=24,
+                model_dim=2048,
+                num_heads=2,
+                z_dim=512,
+                value_dim=4096,
+                ffn_hidden_dim=4864,
+                norm_num_groups=64,
+                swiglu=False,
+            ),
+            1_342_832_640,
+        ),
+        (
+            dict(
+                num_layers=32,
+                model_dim=4096,
+                num_heads=4,
+                z_dim=1024,
+                value_dim=8192,
+                ffn_hidden_dim=11264,
+                norm_num_groups=64,
+                swiglu=False,
+            ),
+            7_117_381_632,
+        ),
     ],
     ids=["mega200M", "mega1.3B", "mega7.1B"],
 )

@@ -82,7 +82,9 @@ def test_srt_cues_with_tags_and_leading_names(tmp_path):
     assert doc.kind == "srt"
     assert doc.text == "JOHN: Hello world, Ærø still me\nStraße im Süden"
     assert [(s.start_time, s.end_time, s.speaker) for s in doc.segments] == [
-        (1.0, 2.5, "JOHN"), (3.0, 4.0, "JOHN"), (5.0, 6.0, None),
+        (1.0, 2.5, "JOHN"),
+        (3.0, 4.0, "JOHN"),
+        (5.0, 6.0, None),
     ]
 
 
@@ -91,11 +93,14 @@ def test_srt_in_a_legacy_encoding(tmp_path):
     assert "Straße im Süden" in doc.text
 
 
-@pytest.mark.parametrize(("name", "text", "phrase"), [
-    ("empty-cues.vtt", "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<i></i>\n", "no captions with text"),
-    ("notvtt.vtt", "Just some words\nwithout a header.\n", "not a valid WebVTT file"),
-    ("notsrt.srt", "Just some words\nwithout any cue.\n", "no captions with text"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "phrase"),
+    [
+        ("empty-cues.vtt", "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<i></i>\n", "no captions with text"),
+        ("notvtt.vtt", "Just some words\nwithout a header.\n", "not a valid WebVTT file"),
+        ("notsrt.srt", "Just some words\nwithout any cue.\n", "no captions with text"),
+    ],
+)
 def test_bad_captions(tmp_path, name, text, phrase):
     path = _write(tmp_path, name, text)
     with pytest.raises(IngestError) as error:

@@ -57,12 +57,15 @@ def test_stdin_errors_name_stdin():
         load_document("-", stdin=io.BytesIO(b""))
 
 
-@pytest.mark.parametrize(("make", "phrase"), [
-    (lambda tmp: tmp / "missing.pdf", "missing.pdf: no such file"),
-    (lambda tmp: (tmp / "folder.txt").mkdir() or tmp / "folder.txt", "folder.txt is a directory"),
-    (lambda tmp: _write(tmp / "fake.txt.gz", b"\x1f\x8b\x08 not gzip"), "fake.txt.gz: damaged gzip data"),
-    (lambda tmp: _write(tmp / "empty.pdf", b""), "empty.pdf is empty"),
-])
+@pytest.mark.parametrize(
+    ("make", "phrase"),
+    [
+        (lambda tmp: tmp / "missing.pdf", "missing.pdf: no such file"),
+        (lambda tmp: (tmp / "folder.txt").mkdir() or tmp / "folder.txt", "folder.txt is a directory"),
+        (lambda tmp: _write(tmp / "fake.txt.gz", b"\x1f\x8b\x08 not gzip"), "fake.txt.gz: damaged gzip data"),
+        (lambda tmp: _write(tmp / "empty.pdf", b""), "empty.pdf is empty"),
+    ],
+)
 def test_paths_that_are_not_documents(tmp_path, make, phrase):
     path = make(tmp_path)
     with pytest.raises(IngestError) as error:

@@ -59,12 +59,15 @@ def test_content_hash_is_sha256_of_the_text():
     assert doc.content_hash() == hashlib.sha256("Ishmael é".encode()).hexdigest()
 
 
-@pytest.mark.parametrize("segments", [
-    [Segment(0, 5), Segment(4, 8)],  # overlapping
-    [Segment(6, 8), Segment(0, 4)],  # unsorted
-    [Segment(2, 2)],  # empty
-    [Segment(0, 99)],  # past the end
-])
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [Segment(0, 5), Segment(4, 8)],  # overlapping
+        [Segment(6, 8), Segment(0, 4)],  # unsorted
+        [Segment(2, 2)],  # empty
+        [Segment(0, 99)],  # past the end
+    ],
+)
 def test_bad_segments_are_refused(segments):
     with pytest.raises(ValueError):
         _doc(*segments)

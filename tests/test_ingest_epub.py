@@ -30,10 +30,16 @@ def _write_epub(path: Path, chapters: list[epub.EpubHtml], toc: tuple) -> Path:
 
 
 def test_chapters_in_spine_order_named_by_the_toc(tmp_path):
-    loomings = _chapter("text/c1.xhtml", "<h1>Chapter 1. Loomings</h1><p>Call me Ishmael. Some years ago"
-                        "&mdash;never mind how long precisely.</p><p>First line<br/>second line</p>")
-    carpet_bag = _chapter("text/c2.xhtml", "<h2>Chapter 2</h2><p>I stuffed a shirt or two into my old "
-                          "carpet-bag.</p><script>var hidden = 1;</script><style>p {}</style>")
+    loomings = _chapter(
+        "text/c1.xhtml",
+        "<h1>Chapter 1. Loomings</h1><p>Call me Ishmael. Some years ago"
+        "&mdash;never mind how long precisely.</p><p>First line<br/>second line</p>",
+    )
+    carpet_bag = _chapter(
+        "text/c2.xhtml",
+        "<h2>Chapter 2</h2><p>I stuffed a shirt or two into my old "
+        "carpet-bag.</p><script>var hidden = 1;</script><style>p {}</style>",
+    )
     continued = _chapter("text/c2-continued.xhtml", "<p>…and started for Cape Horn.</p>")
     untitled = _chapter("text/c3.xhtml", "<h1>The <em>Spouter</em>-Inn</h1><pre>  kept\n    as is</pre>")
     toc = (
@@ -44,8 +50,7 @@ def test_chapters_in_spine_order_named_by_the_toc(tmp_path):
 
     doc = load_document(path)
     assert doc.kind == "epub" and doc.title == "Moby-Dick; or, The Whale"
-    assert [s.chapter for s in doc.segments] == ["Loomings", "The Carpet-Bag", "The Carpet-Bag",
-                                                 "The Spouter-Inn"]
+    assert [s.chapter for s in doc.segments] == ["Loomings", "The Carpet-Bag", "The Carpet-Bag", "The Spouter-Inn"]
     assert doc.text.split("\n\n") == [
         "Chapter 1. Loomings",
         "Call me Ishmael. Some years ago—never mind how long precisely.",

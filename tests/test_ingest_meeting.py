@@ -19,18 +19,21 @@ def test_real_qmsum_meeting():
     assert doc.kind == "meeting" and doc.warnings == []
     assert len(doc.segments) == sum(1 for t in turns if t["content"].strip())
     first = doc.segments[0]
-    assert doc.text[first.start:first.end] == f"{turns[0]['speaker']}: {turns[0]['content'].strip()}"
+    assert doc.text[first.start : first.end] == f"{turns[0]['speaker']}: {turns[0]['content'].strip()}"
     assert first.speaker == turns[0]["speaker"] and doc.locate(first.start, first.end) == turns[0]["speaker"]
 
 
 def test_turns_become_speaker_lines(tmp_path):
-    meeting = {"topic_list": [], "meeting_transcripts": [
-        {"speaker": "Grad A", "content": "OK , we 're on ."},
-        {"speaker": "Professor B", "content": "  Tschüss ,\n bis morgen . "},
-        {"speaker": "Grad A", "content": ""},
-        {"speaker": "", "content": "unattributed"},
-        "not a turn",
-    ]}
+    meeting = {
+        "topic_list": [],
+        "meeting_transcripts": [
+            {"speaker": "Grad A", "content": "OK , we 're on ."},
+            {"speaker": "Professor B", "content": "  Tschüss ,\n bis morgen . "},
+            {"speaker": "Grad A", "content": ""},
+            {"speaker": "", "content": "unattributed"},
+            "not a turn",
+        ],
+    }
     path = tmp_path / "Bed999.json"
     path.write_text(json.dumps(meeting, ensure_ascii=False), encoding="utf-8")
     doc = load_document(path)
@@ -39,12 +42,15 @@ def test_turns_become_speaker_lines(tmp_path):
     assert len(doc.warnings) == 1 and "1 turn(s)" in doc.warnings[0]
 
 
-@pytest.mark.parametrize(("text", "phrase"), [
-    ('{"meeting_transcripts": [', "not valid JSON (line 1"),
-    ('{"transcript": []}', 'no "meeting_transcripts" list'),
-    ('[1, 2]', 'no "meeting_transcripts" list'),
-    ('{"meeting_transcripts": [{"speaker": "A", "content": " "}]}', "no turns with text"),
-])
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ('{"meeting_transcripts": [', "not valid JSON (line 1"),
+        ('{"transcript": []}', 'no "meeting_transcripts" list'),
+        ("[1, 2]", 'no "meeting_transcripts" list'),
+        ('{"meeting_transcripts": [{"speaker": "A", "content": " "}]}', "no turns with text"),
+    ],
+)
 def test_bad_meetings(tmp_path, text, phrase):
     path = tmp_path / "meeting.json"
     path.write_text(text)

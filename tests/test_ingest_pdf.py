@@ -81,8 +81,13 @@ def test_mostly_blank_pdf_loads_with_a_warning(tmp_path):
 
 
 def test_aes_encrypted_pdf(tmp_path):
-    path = _write_pdf(tmp_path / "secret.pdf", ["Classified café."], owner_password="owner",
-                      user_password="sesame", encryption_method=EncryptionMethod.AES_256)
+    path = _write_pdf(
+        tmp_path / "secret.pdf",
+        ["Classified café."],
+        owner_password="owner",
+        user_password="sesame",
+        encryption_method=EncryptionMethod.AES_256,
+    )
     assert load_document(path, password="sesame").text == "Classified café."
     with pytest.raises(IngestError) as error:
         load_document(path)

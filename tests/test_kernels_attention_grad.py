@@ -68,10 +68,13 @@ def test_backward_matches_reference(shape):
     check_backward(*shape, torch.float32, seed=hash(shape) % 1000, scaled=False)
 
 
-@pytest.mark.parametrize("blocks", [
-    {"block_m": 32, "block_n": 16},
-    {"block_m": 16, "block_n": 32, "block_dv": 16, "block_dp": 16},
-])
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        {"block_m": 32, "block_n": 16},
+        {"block_m": 16, "block_n": 32, "block_dv": 16, "block_dp": 16},
+    ],
+)
 def test_backward_other_tiles(blocks):
     """Query and key blocks of different sizes (where a key block's first query block starts) and
     value slices and chunks that leave a ragged tail of dv."""

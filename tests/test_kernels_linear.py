@@ -24,9 +24,9 @@ FUSIONS = {  # the model's uses: q/k and values, the gates, the residual adds, S
 }
 
 
-
-def check(rows: int, n: int, k: int, fusion: str, dtype: torch.dtype, seed: int, lead: tuple[int, ...] = (),
-          **tiles: int) -> None:
+def check(
+    rows: int, n: int, k: int, fusion: str, dtype: torch.dtype, seed: int, lead: tuple[int, ...] = (), **tiles: int
+) -> None:
     parts = FUSIONS[fusion]
     gen = torch.Generator().manual_seed(seed)
 
@@ -81,18 +81,28 @@ def test_fused_linear_dispatch_keeps_the_reference_off_cuda():
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("rows", [1, 8])
-@pytest.mark.parametrize("n,k,fusion", [
-    (1024, 4096, "bias"), (8192, 4096, "bias_silu"), (4096, 4096, "bias_residual"),
-    (4096, 8192, "scale_residual"), (8192, 4096, "swiglu"), (4096, 8192, "plain"), (32000, 4096, "plain"),
-])
+@pytest.mark.parametrize(
+    "n,k,fusion",
+    [
+        (1024, 4096, "bias"),
+        (8192, 4096, "bias_silu"),
+        (4096, 4096, "bias_residual"),
+        (4096, 8192, "scale_residual"),
+        (8192, 4096, "swiglu"),
+        (4096, 8192, "plain"),
+        (32000, 4096, "plain"),
+    ],
+)
 def test_fused_linear_7b_shapes(rows, n, k, fusion):
     check(rows, n, k, fusion, torch.bfloat16, seed=n + k + rows)
 
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("n,k,fusion", [(128, 384, "bias"), (768, 384, "bias_silu"), (384, 1024, "plain"),
-                                        (1024, 384, "swiglu"), (12288, 384, "plain")])
+@pytest.mark.parametrize(
+    "n,k,fusion",
+    [(128, 384, "bias"), (768, 384, "bias_silu"), (384, 1024, "plain"), (1024, 384, "swiglu"), (12288, 384, "plain")],
+)
 def test_fused_linear_mini_shapes(n, k, fusion):
     check(1, n, k, fusion, torch.bfloat16, seed=n + k)
     check(5, n, k, fusion, torch.float16, seed=n + k + 1)

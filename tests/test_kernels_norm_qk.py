@@ -37,8 +37,9 @@ def check_norm(shape: tuple[int, ...], center: bool, affine: bool, dtype: torch.
 
 
 @pytest.mark.parametrize("center", [False, True])
-@pytest.mark.parametrize("shape,affine", [((1, 1, 32), True), ((2, 5, 48), True), ((3, 7, 100), False),
-                                          ((1, 3, 384), True)])
+@pytest.mark.parametrize(
+    "shape,affine", [((1, 1, 32), True), ((2, 5, 48), True), ((3, 7, 100), False), ((1, 3, 384), True)]
+)
 def test_row_norm_matches_reference(shape, center, affine):
     """Ragged widths (masked lanes must not enter the mean), with and without the affine."""
     check_norm(shape, center, affine, torch.float32, seed=shape[-1] + center)
@@ -73,8 +74,9 @@ def test_normalized_qk_matches_reference(batch, length, heads, zh):
     check_qk(batch, length, heads, zh, torch.bfloat16, seed=zh + length + 1)
 
 
-@pytest.mark.parametrize("batch,heads,slots,dk,dv,slot", [(1, 2, 8, 16, 32, 0), (3, 2, 16, 8, 24, 15),
-                                                          (2, 4, 5, 12, 20, 3)])
+@pytest.mark.parametrize(
+    "batch,heads,slots,dk,dv,slot", [(1, 2, 8, 16, 32, 0), (3, 2, 16, 8, 24, 15), (2, 4, 5, 12, 20, 3)]
+)
 def test_write_slot_writes_exactly_one_slot(batch, heads, slots, dk, dv, slot):
     gen = torch.Generator().manual_seed(slot)
     k_buf = torch.randn(batch, heads, slots, dk, generator=gen).to(DEVICE)

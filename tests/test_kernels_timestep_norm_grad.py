@@ -161,9 +161,14 @@ def test_timestep_norm_grad_mini_training_shape(monkeypatch, kernel_calls):
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("batch,length,dim,groups,count", [
-    (2, 5000, 384, 32, 0), (2, 5000, 384, 32, 1000), (1, 4100, 4096, 64, 37),
-])
+@pytest.mark.parametrize(
+    "batch,length,dim,groups,count",
+    [
+        (2, 5000, 384, 32, 0),
+        (2, 5000, 384, 32, 1000),
+        (1, 4100, 4096, 64, 37),
+    ],
+)
 def test_timestep_norm_grad_long_spans(batch, length, dim, groups, count):
     """Many blocks with padding, fresh or carried statistics, the 7B's width included, against float64."""
     check_grad(batch, length, dim, groups, True, count, torch.float32, seed=length + count)

@@ -24,8 +24,18 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 
 def test_wheel_holds_every_subpackage_under_megadoc(wheel):
     names = set(wheel.namelist())
-    for module in ("cli", "engine/model", "engine/checkpoint", "kernels/cema", "kernels/timestep_norm",
-                   "kernels/attention", "evals/metrics", "evals/scrolls", "prompts/__init__", "ingest/pdf"):
+    for module in (
+        "cli",
+        "engine/model",
+        "engine/checkpoint",
+        "kernels/cema",
+        "kernels/timestep_norm",
+        "kernels/attention",
+        "evals/metrics",
+        "evals/scrolls",
+        "prompts/__init__",
+        "ingest/pdf",
+    ):
         assert f"megadoc/{module}.py" in names, module
     for template in ("qa", "summary", "query_summary", "scrolls_qmsum"):
         assert f"megadoc/prompts/{template}.txt" in names

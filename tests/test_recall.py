@@ -86,8 +86,14 @@ def test_caption_passages_carry_times_and_speakers(tmp_path, tokenizer):
 def _import_recall_and_report(code: str, **env: str) -> str:
     """Run `import megadoc.recall` and then `code` in a fresh interpreter; its stdout."""
     environment = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"} | env
-    done = subprocess.run([sys.executable, "-c", f"import megadoc.recall\n{code}"], env=environment,
-                          capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import megadoc.recall\n{code}"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return done.stdout.strip()
 
 

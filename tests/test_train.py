@@ -43,8 +43,16 @@ def token_dir(tmp_path):
 
 def recipe(tmp_path, token_dir, **changes) -> Recipe:
     base = dict(
-        out_dir=str(tmp_path / "run"), tokens=str(token_dir), model={"preset": "tiny", "vocab_size": 64},
-        seq_len=64, batch_size=4, steps=40, lr=1e-2, warmup_steps=5, log_every=5, save_every=20,
+        out_dir=str(tmp_path / "run"),
+        tokens=str(token_dir),
+        model={"preset": "tiny", "vocab_size": 64},
+        seq_len=64,
+        batch_size=4,
+        steps=40,
+        lr=1e-2,
+        warmup_steps=5,
+        log_every=5,
+        save_every=20,
     )
     return Recipe(**(base | changes))
 
@@ -165,8 +173,11 @@ def test_row_mix_draws_each_source_at_its_share(tmp_path, token_dir):
     ids = np.arange(4096, dtype=np.uint16) % 64
     offsets = np.arange(0, 4097, 64)
     np.savez(tmp_path / "t.npz", ids=ids, offsets=offsets, answer_starts=offsets[:-1] + 60)
-    mix = RowMix(recipe(tmp_path, token_dir, tune=str(tmp_path / "t.npz"), tune_fraction=0.5, repeat_fraction=0.25,
-                        seq_len=128), np.random.default_rng(0), chunk_size=64)
+    mix = RowMix(
+        recipe(tmp_path, token_dir, tune=str(tmp_path / "t.npz"), tune_fraction=0.5, repeat_fraction=0.25, seq_len=128),
+        np.random.default_rng(0),
+        chunk_size=64,
+    )
     _, targets = mix.batch(800)
     scored = (targets != IGNORE).sum(1)
     tuned, repeated, pretrained = ((scored == n).mean() for n in (4, 32, 128))
@@ -213,9 +224,20 @@ def test_repeat_windows_teach_a_tiny_model_to_copy(tmp_path):
     once the q/k scales learn fast enough to sharpen attention (at the base rate they barely move)."""
     (tmp_path / "tokens").mkdir()
     np.save(tmp_path / "tokens" / "shard000.npy", np.random.default_rng(0).integers(0, 32, 200_000).astype(np.uint16))
-    run = recipe(tmp_path, tmp_path / "tokens", model={"preset": "tiny", "vocab_size": 32, "chunk_size": 64},
-                 seq_len=128, batch_size=16, steps=600, lr=3e-3, warmup_steps=20, repeat_fraction=1.0,
-                 attention_scale_lr=30.0, log_every=20, save_every=600)
+    run = recipe(
+        tmp_path,
+        tmp_path / "tokens",
+        model={"preset": "tiny", "vocab_size": 32, "chunk_size": 64},
+        seq_len=128,
+        batch_size=16,
+        steps=600,
+        lr=3e-3,
+        warmup_steps=20,
+        repeat_fraction=1.0,
+        attention_scale_lr=30.0,
+        log_every=20,
+        save_every=600,
+    )
     train(run)
     logged = losses(tmp_path / "run")
     assert logged[0] > 3.2  # about ln(32) = 3.47: nothing to go on yet
@@ -225,8 +247,11 @@ def test_repeat_windows_teach_a_tiny_model_to_copy(tmp_path):
 def test_attention_scale_start_multiplies_the_q_k_scales_of_the_model_started_from(tmp_path, token_dir):
     start = train(recipe(tmp_path / "a", token_dir, steps=2, save_every=2))
     before = Megalodon.from_pretrained(start).layers[1].mega.gamma.detach().clone()
-    after_run = train(recipe(tmp_path / "b", token_dir, steps=1, save_every=1, lr=0.0, init_from=str(start),
-                             attention_scale_start=2.0))
+    after_run = train(
+        recipe(
+            tmp_path / "b", token_dir, steps=1, save_every=1, lr=0.0, init_from=str(start), attention_scale_start=2.0
+        )
+    )
     after = Megalodon.from_pretrained(after_run).layers[1].mega.gamma.detach()
     assert torch.allclose(after + 1, 2 * (before + 1))
 
@@ -237,8 +262,9 @@ def test_a_run_stopped_by_sigterm_saves_and_resumes_where_it_stopped(tmp_path, t
     path = tmp_path / "recipe.toml"
     fields = [f"{k} = {json.dumps(v)}" for k, v in asdict(run).items() if k != "model" and v is not None]
     path.write_text("\n".join(fields) + '\n[model]\npreset = "tiny"\nvocab_size = 64\n')
-    process = subprocess.Popen([sys.executable, "-m", "megadoc.engine.train", str(path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "megadoc.engine.train", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.time() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) >= 3) and time.time() < deadline:
@@ -269,10 +295,28 @@ def test_signed_attention_scales_let_a_fresh_model_learn_to_copy_where_the_spec_
     np.save(tmp_path / "tokens" / "shard000.npy", np.random.default_rng(0).integers(0, 64, 200_000).astype(np.uint16))
     final = {}
     for signed in (0.0, 3.0):
-        run = recipe(tmp_path / str(signed), tmp_path / "tokens", seq_len=128, batch_size=16, steps=400, lr=3e-3,
-                     warmup_steps=20, repeat_fraction=1.0, signed_attention_scales=signed, log_every=20,
-                     save_every=400, model={"preset": "tiny", "vocab_size": 64, "chunk_size": 64, "num_heads": 1,
-                                            "model_dim": 64, "z_dim": 32, "value_dim": 128})
+        run = recipe(
+            tmp_path / str(signed),
+            tmp_path / "tokens",
+            seq_len=128,
+            batch_size=16,
+            steps=400,
+            lr=3e-3,
+            warmup_steps=20,
+            repeat_fraction=1.0,
+            signed_attention_scales=signed,
+            log_every=20,
+            save_every=400,
+            model={
+                "preset": "tiny",
+                "vocab_size": 64,
+                "chunk_size": 64,
+                "num_heads": 1,
+                "model_dim": 64,
+                "z_dim": 32,
+                "value_dim": 128,
+            },
+        )
         train(run)
         final[signed] = np.mean(losses(tmp_path / str(signed) / "run")[-3:])
     assert final[0.0] > 0.85 * np.log(64), final  # 3.87 measured: barely moving
