@@ -6,10 +6,10 @@ import time
 
 import torch
 
-from megadoc import models
-from megadoc.cache import StateCache, cache_key
 from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.model import Megalodon
+from megadoc.pipeline import registry
+from megadoc.pipeline.cache import StateCache, cache_key
 
 IDENTITY = {"model": "m" * 32, "tokenizer": "t" * 16, "document": "d" * 64}
 
@@ -110,14 +110,14 @@ def test_the_fingerprint_follows_the_weights_and_is_memoized(tmp_path):
     directory = tmp_path / "model"
     _model().save_pretrained(directory)
     memo = tmp_path / "fingerprints.json"
-    first = models.fingerprint(directory, memo)
-    assert memo.is_file() and models.fingerprint(directory, memo) == first
-    assert models.fingerprint(directory) == first  # the memo only saves time
+    first = registry.fingerprint(directory, memo)
+    assert memo.is_file() and registry.fingerprint(directory, memo) == first
+    assert registry.fingerprint(directory) == first  # the memo only saves time
     _model(norm_eps=1e-6).save_pretrained(directory)  # same weights, another config
-    assert models.fingerprint(directory, memo) != first
+    assert registry.fingerprint(directory, memo) != first
     torch.manual_seed(1)
     Megalodon(MegalodonConfig.preset("tiny").replace(vocab_size=64)).save_pretrained(directory)
-    assert models.fingerprint(directory, memo) not in (first,)
+    assert registry.fingerprint(directory, memo) not in (first,)
 
 
 def test_token_ids_and_spans_are_kept_for_the_same_document_only(tmp_path):

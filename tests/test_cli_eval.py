@@ -36,8 +36,8 @@ def test_copy_scores_passages_read_once_then_again(app_env, tiny_model_dir, tmp_
     """The first reading's loss is the passage's own loss after BOS; the second is scored apart."""
     import torch
 
-    from megadoc.models import load
-    from megadoc.perplexity import target_loss
+    from megadoc.evals.perplexity import target_loss
+    from megadoc.pipeline.registry import load
 
     book = tmp_path / "book.txt"
     book.write_text(AUSTEN[:2000], encoding="utf-8")

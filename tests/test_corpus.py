@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from megadoc.engine.corpus import (
+from megadoc.engine.tokenizer import Tokenizer
+from megadoc.training.corpus import (
     _who_is,
     _who_relation,
     load_qmsum_examples,
@@ -17,8 +18,7 @@ from megadoc.engine.corpus import (
     split_books,
     strip_gutenberg,
 )
-from megadoc.engine.tokenizer import Tokenizer
-from megadoc.engine.train_data import _book_rows, clean_book, prepare_pretrain, prepare_tune
+from megadoc.training.rows import _book_rows, clean_book, prepare_pretrain, prepare_tune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BOOKS = DATA / "books"

@@ -2,8 +2,8 @@
 
 import torch
 
+from benchmarks.cpu_speed import measure
 from megadoc.engine import Megalodon, MegalodonConfig
-from megadoc.evals.cpu_speed import measure
 
 
 def test_measure_reads_and_generates():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from megadoc.ingest import IngestError, load_document
+from megadoc.pipeline.ingest import IngestError, load_document
 
 VTT = """WEBVTT
 Kind: captions

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 
-from megadoc.ingest import IngestError, load_document
+from megadoc.pipeline.ingest import IngestError, load_document
 
 
 def _pdf_bytes(text: str) -> bytes:

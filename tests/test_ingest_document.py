@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from megadoc.ingest import Document, Segment
+from megadoc.pipeline.ingest import Document, Segment
 
 
 def _doc(*segments: Segment, text: str = "aaaa\n\nbbbb\n\ncccc") -> Document:

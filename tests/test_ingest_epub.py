@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from ebooklib import epub
 
-from megadoc.ingest import IngestError, load_document
+from megadoc.pipeline.ingest import IngestError, load_document
 
 
 def _chapter(file_name: str, body: str) -> epub.EpubHtml:

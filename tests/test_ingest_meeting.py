@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from megadoc.ingest import IngestError, load_document
+from megadoc.pipeline.ingest import IngestError, load_document
 
 QMSUM_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "qmsum" / "val"
 

@@ -6,7 +6,7 @@ import pytest
 from fpdf import FPDF
 from fpdf.enums import EncryptionMethod
 
-from megadoc.ingest import IngestError, load_document
+from megadoc.pipeline.ingest import IngestError, load_document
 
 SAMPLES = Path(__file__).parent / "data" / "pdfs"
 SHARED_PDFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdfs"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from megadoc.ingest import IngestError, load_document
+from megadoc.pipeline.ingest import IngestError, load_document
 
 FRENCH = (
     "Il était une fois, dans un château près de la forêt, un garçon nommé René qui rêvait d'être "

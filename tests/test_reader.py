@@ -6,11 +6,11 @@ from itertools import pairwise
 import pytest
 import torch
 
-from megadoc import models
-from megadoc.cache import StateCache, cache_key
 from megadoc.engine.generate import GenerationConfig
-from megadoc.ingest import load_document
-from megadoc.reader import Reader, ReadInterrupted
+from megadoc.pipeline import registry
+from megadoc.pipeline.cache import StateCache, cache_key
+from megadoc.pipeline.ingest import load_document
+from megadoc.pipeline.session import Reader, ReadInterrupted
 from tests import app_fixtures
 from tests.app_fixtures import AUSTEN
 
@@ -19,7 +19,7 @@ tiny_model_dir = app_fixtures.tiny_model_dir
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir):
-    return models.load(tiny_model_dir, torch.device("cpu"))
+    return registry.load(tiny_model_dir, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -103,19 +103,19 @@ def test_a_state_cached_for_another_document_is_not_used(loaded, document, tmp_p
 
 @pytest.mark.parametrize("recall", [True, False])
 def test_tuning_rows_are_what_the_reader_feeds(loaded, document, monkeypatch, recall) -> None:
-    """megadoc.engine.train_data's prompt layout equals, id for id, what `ask` feeds the model:
+    """megadoc.training.rows's prompt layout equals, id for id, what `ask` feeds the model:
     the document up to its last chunk boundary, then recalled evidence (or the tail) and the prompt."""
-    import megadoc.reader
-    from megadoc.engine.train_data import prompt_ids
+    import megadoc.pipeline.session
+    from megadoc.training.rows import prompt_ids
 
     fed = []
-    real_stream_text = megadoc.reader.stream_text
+    real_stream_text = megadoc.pipeline.session.stream_text
 
     def recording_stream_text(model, tokenizer, ids, state, config):
         fed.append(list(ids))
         return real_stream_text(model, tokenizer, ids, state, config)
 
-    monkeypatch.setattr(megadoc.reader, "stream_text", recording_stream_text)
+    monkeypatch.setattr(megadoc.pipeline.session, "stream_text", recording_stream_text)
     reader = Reader(loaded, cache=None)
     read = reader.read(document)
     question = "Who was Sir Walter Elliot of Kellynch Hall?"

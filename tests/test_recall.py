@@ -9,8 +9,8 @@ from itertools import pairwise
 import pytest
 
 from megadoc.engine.tokenizer import Tokenizer
-from megadoc.ingest import load_document
-from megadoc.recall import PassageIndex, passage_size
+from megadoc.pipeline.ingest import load_document
+from megadoc.pipeline.recall import PassageIndex, passage_size
 from tests.app_fixtures import austen_paragraphs, write_pdf, write_vtt
 from tests.kernel_checks import needs_cuda
 
@@ -84,10 +84,10 @@ def test_caption_passages_carry_times_and_speakers(tmp_path, tokenizer):
 
 
 def _import_recall_and_report(code: str, **env: str) -> str:
-    """Run `import megadoc.recall` and then `code` in a fresh interpreter; its stdout."""
+    """Run `import megadoc.pipeline.recall` and then `code` in a fresh interpreter; its stdout."""
     environment = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"} | env
     done = subprocess.run(
-        [sys.executable, "-c", f"import megadoc.recall\n{code}"],
+        [sys.executable, "-c", f"import megadoc.pipeline.recall\n{code}"],
         env=environment,
         capture_output=True,
         text=True,

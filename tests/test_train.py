@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from megadoc.engine import Megalodon
-from megadoc.engine.train import (
+from megadoc.training.loop import (
     IGNORE,
     PretrainWindows,
     Recipe,
@@ -263,7 +263,7 @@ def test_a_run_stopped_by_sigterm_saves_and_resumes_where_it_stopped(tmp_path, t
     fields = [f"{k} = {json.dumps(v)}" for k, v in asdict(run).items() if k != "model" and v is not None]
     path.write_text("\n".join(fields) + '\n[model]\npreset = "tiny"\nvocab_size = 64\n')
     process = subprocess.Popen(
-        [sys.executable, "-m", "megadoc.engine.train", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "megadoc.training.loop", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.time() + 120

@@ -15,9 +15,9 @@ import pytest
 from textual.pilot import Pilot
 from textual.worker import Worker
 
-from megadoc.cache import StateCache
 from megadoc.engine.generate import GenerationConfig
-from megadoc.reader import ProgressCallback, Reader
+from megadoc.pipeline.cache import StateCache
+from megadoc.pipeline.session import ProgressCallback, Reader
 from megadoc.tui.app import ReaderApp
 from megadoc.tui.conversation import CitationLink, Exchange
 from megadoc.tui.document_view import DocumentView
@@ -245,7 +245,7 @@ def test_main_screen_snapshot(app_env, tiny_model_dir, tmp_path, snap_compare):
 def test_a_failure_while_answering_is_a_notification_and_the_next_question_is_answered(
     app_env, tiny_model_dir, tmp_path, monkeypatch
 ):
-    from megadoc.reader import Reader
+    from megadoc.pipeline.session import Reader
 
     book = short_book(tmp_path / "persuasion.pdf", pages=2)
     app = reader_app(book, tiny_model_dir)

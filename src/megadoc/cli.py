@@ -22,14 +22,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from megadoc import models
-from megadoc.cache import StateCache
 from megadoc.engine.checkpoint import CheckpointError
 from megadoc.engine.generate import GenerationConfig
-from megadoc.ingest import Document, IngestError, load_document
-from megadoc.models import LoadedModel, ModelError
-from megadoc.progress import ReadProgress
-from megadoc.reader import ReadDocument, Reader, ReadInterrupted, Response
+from megadoc.pipeline import registry
+from megadoc.pipeline.cache import StateCache
+from megadoc.pipeline.ingest import Document, IngestError, load_document
+from megadoc.pipeline.progress import ReadProgress
+from megadoc.pipeline.registry import LoadedModel, ModelError
+from megadoc.pipeline.session import ReadDocument, Reader, ReadInterrupted, Response
 
 app = typer.Typer(
     help="Ask questions of, and summarize, documents of any length with a streaming Megalodon model.",
@@ -70,7 +70,7 @@ MaxTokensOption = Annotated[int, typer.Option("--max-tokens", min=1, help="Most 
 TemperatureOption = Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")]
 # No 2-gram twice in an answer: on all 272 QMSum val queries (H100, recall) `mini` scored 9.70 with
 # it, 8.54 with 3-grams banned, 8.46 with 4-grams (paired interval of 2 over 3: +0.70 to +1.66),
-# 7.11 vs 8.90 greedy vs 3 on the first 40 (evals/RESULTS.md).
+# 7.11 vs 8.90 greedy vs 3 on the first 40 (src/megadoc/evals/RESULTS.md).
 DEFAULT_NO_REPEAT_NGRAM = 2
 NoRepeatOption = Annotated[
     int, typer.Option("--no-repeat-ngram", min=0, help="Never repeat an n-gram of the answer (0: off).")
@@ -93,7 +93,7 @@ class Session:
         start = time.perf_counter()
         cache = None if no_cache else StateCache()
         fingerprints = None if cache is None else cache.fingerprints_file
-        loaded = models.load(model, models.choose_device(device), fingerprints)
+        loaded = registry.load(model, registry.choose_device(device), fingerprints)
         reader = Reader(loaded, cache, warn=warn)
         return cls(loaded, reader, time.perf_counter() - start, quiet)
 
@@ -191,7 +191,7 @@ def ask(
     questions: Annotated[
         Path | None, typer.Option("--questions", help="A file of questions, one per line.", dir_okay=False)
     ] = None,
-    model: ModelOption = models.DEFAULT_MODEL,
+    model: ModelOption = registry.DEFAULT_MODEL,
     max_tokens: MaxTokensOption = 256,
     temperature: TemperatureOption = 0.0,
     no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
@@ -279,7 +279,7 @@ def _answer_json(
 @app.command()
 def read(
     file: Annotated[str, typer.Argument(help="The document: any format `ask` reads (not stdin).")],
-    model: ModelOption = models.DEFAULT_MODEL,
+    model: ModelOption = registry.DEFAULT_MODEL,
     max_tokens: MaxTokensOption = 256,
     temperature: TemperatureOption = 0.0,
     no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
@@ -328,7 +328,7 @@ def summarize(
     ] = None,
     output_format: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
     force: Annotated[bool, typer.Option(help="Redo summaries whose output file already exists.")] = False,
-    model: ModelOption = models.DEFAULT_MODEL,
+    model: ModelOption = registry.DEFAULT_MODEL,
     max_tokens: MaxTokensOption = 300,
     temperature: TemperatureOption = 0.0,
     no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
@@ -448,13 +448,13 @@ def list_models() -> None:
     for column in ("name", "origin", "status", "parameters", "size"):
         table.add_column(column, justify="right" if column in ("parameters", "size") else "left", no_wrap=True)
     table.add_column("path", overflow="fold")
-    for entry in models.installed_models():
+    for entry in registry.installed_models():
         status = "installed" if entry.installed else "not installed yet"
         parameters = f"{entry.parameters / 1e6:,.1f} M" if entry.parameters is not None else ""
         size = _size(entry.size_bytes) if entry.size_bytes else ""
         table.add_row(entry.name, entry.origin, status, parameters, size, str(entry.path))
     stdout.print(table)
-    stderr.print(f"user models: {models.user_models_dir()}", style="dim")
+    stderr.print(f"user models: {registry.user_models_dir()}", style="dim")
 
 
 @app.command()
@@ -561,7 +561,7 @@ def cache_clear(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not as
 def eval_ppl(
     files: Annotated[list[str], typer.Argument(help="Held-out texts (any format `ask` reads), never trained on.")],
     context: Annotated[str, typer.Option(help="Comma-separated context lengths in tokens.")] = "1024,4096,16384,65536",
-    model: ModelOption = models.DEFAULT_MODEL,
+    model: ModelOption = registry.DEFAULT_MODEL,
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
 ) -> None:
@@ -575,12 +575,12 @@ def eval_ppl(
 
     Example: megadoc eval ppl heldout/*.txt --context 1024,4096,16384,65536 --json
     """
-    from megadoc.perplexity import bits_per_byte
+    from megadoc.evals.perplexity import bits_per_byte
 
     with user_errors():
         contexts = _context_lengths(context)
         texts = [load(source, None).text for source in files]
-        loaded = models.load(model, models.choose_device(device))
+        loaded = registry.load(model, registry.choose_device(device))
         results = bits_per_byte(loaded.model, loaded.tokenizer, texts, contexts)
     if as_json:
         row = {
@@ -615,7 +615,7 @@ def eval_copy(
     files: Annotated[list[str], typer.Argument(help="Texts to take passages from (any format `ask` reads).")],
     passage_tokens: Annotated[int, typer.Option(help="Tokens per passage (read twice in one attention chunk).")] = 256,
     passages: Annotated[int, typer.Option(help="Passages per text, evenly spaced.")] = 8,
-    model: ModelOption = models.DEFAULT_MODEL,
+    model: ModelOption = registry.DEFAULT_MODEL,
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
 ) -> None:
@@ -626,11 +626,11 @@ def eval_copy(
 
     Example: megadoc eval copy heldout/*.txt --json
     """
-    from megadoc.perplexity import repeat_loss
+    from megadoc.evals.perplexity import repeat_loss
 
     with user_errors():
         texts = [load(source, None).text for source in files]
-        loaded = models.load(model, models.choose_device(device))
+        loaded = registry.load(model, registry.choose_device(device))
         try:
             result = repeat_loss(loaded.model, loaded.tokenizer, texts, passage_tokens, passages)
         except ValueError as error:
@@ -651,7 +651,7 @@ def eval_who(
     questions: Annotated[
         Path | None, typer.Option(help="Questions JSON (default: megadoc's own, about held-out novels).")
     ] = None,
-    model: ModelOption = models.DEFAULT_MODEL,
+    model: ModelOption = registry.DEFAULT_MODEL,
     device: DeviceOption = "auto",
     recall: RecallOption = True,
     max_tokens: MaxTokensOption = 24,
@@ -671,7 +671,7 @@ def eval_who(
             asked = load_questions(questions)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
             raise UsageError(f"{questions}: not a who-questions file ({_one_line(error)})") from None
-        loaded = models.load(model, models.choose_device(device))
+        loaded = registry.load(model, registry.choose_device(device))
         reader = Reader(loaded, cache=None)
         config = generation(max_tokens, 0.0, None, no_repeat_ngram)
         try:
@@ -720,7 +720,7 @@ def eval_scrolls(
     ],
     split: Annotated[str, typer.Option(help="Split, for the original NarrativeQA and Qasper files.")] = "validation",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N examples.")] = None,
-    model: ModelOption = models.DEFAULT_MODEL,
+    model: ModelOption = registry.DEFAULT_MODEL,
     engine: Annotated[
         str,
         typer.Option(
@@ -852,9 +852,9 @@ def _majority_predictor(task: str, train_data: Path):
 
 def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: int | None, no_repeat_ngram: int):
     if engine == "megadoc":
-        from megadoc.predictor import MegalodonPredictor
+        from megadoc.evals.predictor import MegalodonPredictor
 
-        loaded = models.load(model, models.choose_device(device))
+        loaded = registry.load(model, registry.choose_device(device))
         reader = Reader(loaded, cache=None)
         predictor = MegalodonPredictor(reader, recall, max_tokens, no_repeat_ngram)
         return predictor, f"{loaded.name} ({'recall' if recall else 'plain'})"
@@ -870,7 +870,9 @@ def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: i
 
     try:
         if engine == "hf":
-            return HFPredictor(model, max_new_tokens=max_tokens or 128, device=str(models.choose_device(device))), model
+            return HFPredictor(
+                model, max_new_tokens=max_tokens or 128, device=str(registry.choose_device(device))
+            ), model
         return VLLMPredictor(model, max_new_tokens=max_tokens or 128), model
     except (ImportError, OSError, ValueError) as error:
         raise UsageError(f"--engine {engine}: {_one_line(error)}") from None

@@ -152,7 +152,7 @@ PRESETS: dict[str, MegalodonConfig] = {
         rope_base=100000.0,
         swiglu=True,
     ),
-    # The embedded default, trained by megadoc.engine.train (see megadoc/models/mini/MODEL_CARD.md).
+    # The embedded default, trained by megadoc.training.loop (see megadoc/models/mini/MODEL_CARD.md).
     "mini": MegalodonConfig(
         num_layers=6,
         model_dim=384,

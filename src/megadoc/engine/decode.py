@@ -1,7 +1,7 @@
 """One-token decoding steps over fixed-shape buffers, captured in a CUDA graph on the GPU.
 
 Decoding one token launches ~1,300 small kernels from Python: at batch 1 the launches, not the
-weights' bytes, set the step time (evals/SPEED.md). `StaticDecoder` keeps the whole streaming
+weights' bytes, set the step time (benchmarks/SPEED.md). `StaticDecoder` keeps the whole streaming
 state in buffers whose shapes never change: the chunk's keys and values sit in [B, h, C, d]
 buffers, written at the in-chunk position (a device tensor) and read up to the slot `position % C`
 (kernels/attention.py's `decode_attention`), so a full chunk empties by the position wrapping to 0,

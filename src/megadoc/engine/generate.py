@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 # Capturing the 7B's decoding step takes ~0.4 s (a few eager steps); each step then runs in ~13 ms instead of
-# ~100 ms (evals/SPEED.md), so from this many tokens on the graph is a clear win.
+# ~100 ms (benchmarks/SPEED.md), so from this many tokens on the graph is a clear win.
 STATIC_DECODE_MIN_TOKENS = 16
 
 

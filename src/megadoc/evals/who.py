@@ -17,10 +17,10 @@ from importlib.resources import files
 from pathlib import Path
 
 from megadoc import prompts
-from megadoc.engine.corpus import character_names
 from megadoc.engine.generate import GenerationConfig
-from megadoc.ingest import load_document
-from megadoc.reader import Reader, final_prompt
+from megadoc.pipeline.ingest import load_document
+from megadoc.pipeline.session import Reader, final_prompt
+from megadoc.training.corpus import character_names
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ def _default_blocks(tq: int, dv: int, is_cuda: bool) -> dict[str, int]:
             "num_warps": 4,
             "num_stages": 2,
         }
-    # Measured on the H100 at the 7B's shapes (evals/KERNELS-NOTES.md): value slices of 256 halve the
+    # Measured on the H100 at the 7B's shapes (benchmarks/KERNELS-NOTES.md): value slices of 256 halve the
     # recomputed q k^T of slices of 128 and still fit 8 warps' registers.
     return {
         "block_m": 128,
@@ -807,7 +807,7 @@ def _decode_combine_kernel(
 def _decode_blocks(dv: int, is_cuda: bool) -> dict[str, int]:
     if not is_cuda:  # the CPU interpreter: small tiles
         return {"block_n": 16, "block_dv": min(32, triton.next_power_of_2(dv)), "num_warps": 4, "programs": 8}
-    # Measured on the H100 (evals/KERNELS-NOTES.md): whole value rows per program (no recomputed scores)
+    # Measured on the H100 (benchmarks/KERNELS-NOTES.md): whole value rows per program (no recomputed scores)
     # and 16-key blocks beat slices of 512 by 1.9x at a full 7B chunk.
     return {"block_n": 16, "block_dv": min(2048, triton.next_power_of_2(dv)), "num_warps": 8, "programs": 512}
 

@@ -9,7 +9,7 @@ one kernel per elementwise step, each rounded to x's dtype). With one to 16 rows
 (decoding) `fused_linear` runs kernels/linear_triton.py: the whole expression in one pass over the
 weights, float32 inside, rounded once. At batch 1 a decoding step is little else than these weight
 reads, and cuBLAS's kernels for a single row read them at ~75% of the copy bandwidth
-(evals/KERNELS-NOTES.md).
+(benchmarks/KERNELS-NOTES.md).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ bias, applies SiLU, multiplies by the up projection, adds the residual, and roun
 Bytes: the weights once (N x K x 2 per matrix), x once per program from L2, the output once. The
 weight tiles stream through `num_stages` buffers (software pipelining of the dot's loads), which
 keeps enough bytes in flight for each SM to reach the copy bandwidth. Tiles per shape: `_tiles`,
-chosen by the sweep in `python -m megadoc.evals.speed --parts decode_kernels` (KERNELS-NOTES.md).
+chosen by the sweep in `python -m benchmarks.speed --parts decode_kernels` (KERNELS-NOTES.md).
 """
 
 from __future__ import annotations

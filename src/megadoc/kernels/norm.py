@@ -4,7 +4,7 @@ The model's norms take bf16 activations and float32 weights (a weight stored as 
 is not exact in bf16), so in plain PyTorch each is three kernels: cast up, norm, cast down. On CUDA
 tensors kernels/norm_triton.py does the three in one pass. A single decoding row also escapes
 PyTorch's LayerNorm kernel, which gives one row one thread block (8.5 us per call at the 7B's
-4096 features on the H100, evals/KERNELS-NOTES.md run 4).
+4096 features on the H100, benchmarks/KERNELS-NOTES.md run 4).
 """
 
 from __future__ import annotations

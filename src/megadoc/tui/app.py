@@ -18,13 +18,13 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input
 from textual.worker import Worker, get_current_worker
 
-from megadoc import models
-from megadoc.cache import StateCache
 from megadoc.engine.checkpoint import CheckpointError
 from megadoc.engine.generate import GenerationConfig
-from megadoc.ingest import IngestError, load_document
-from megadoc.models import ModelError
-from megadoc.reader import ProgressCallback, ReadDocument, Reader, ReadInterrupted
+from megadoc.pipeline import registry
+from megadoc.pipeline.cache import StateCache
+from megadoc.pipeline.ingest import IngestError, load_document
+from megadoc.pipeline.registry import ModelError
+from megadoc.pipeline.session import ProgressCallback, ReadDocument, Reader, ReadInterrupted
 from megadoc.tui.conversation import CitationLink, Conversation, Exchange
 from megadoc.tui.document_view import DocumentView
 from megadoc.tui.messages import (
@@ -64,7 +64,7 @@ class ReaderApp(App[None]):
         self,
         source: str,
         *,
-        model: str = models.DEFAULT_MODEL,
+        model: str = registry.DEFAULT_MODEL,
         device: str = "auto",
         config: GenerationConfig | None = None,
         recall: bool = True,
@@ -121,8 +121,8 @@ class ReaderApp(App[None]):
             document = load_document(self.source, password=self.password)
             self.post_message(DocumentLoaded(document))
             cache = StateCache() if self.use_cache else None
-            device = models.choose_device(self.device_choice)
-            loaded = models.load(self.model_name, device, None if cache is None else cache.fingerprints_file)
+            device = registry.choose_device(self.device_choice)
+            loaded = registry.load(self.model_name, device, None if cache is None else cache.fingerprints_file)
             self.post_message(ModelLoaded(loaded.directory.name, str(loaded.model.device)))
             self.reader = Reader(loaded, cache, warn=lambda text: self.post_message(Warned(text)))
             if worker.is_cancelled:

@@ -13,7 +13,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Static
 
-from megadoc.recall import Citation
+from megadoc.pipeline.recall import Citation
 
 # Control characters (a model can emit any byte) would garble the terminal; newlines stay.
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")

@@ -13,7 +13,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from megadoc.ingest import Document
+from megadoc.pipeline.ingest import Document
 from megadoc.tui.layout import Layout, Line
 from megadoc.tui.places import offset_of
 

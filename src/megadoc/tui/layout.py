@@ -8,7 +8,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from megadoc.ingest import Document, Segment
+from megadoc.pipeline.ingest import Document, Segment
 
 # Timed documents (captions) get a marker at most once a minute, not one per cue.
 TIME_MARKER_SECONDS = 60

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from megadoc.ingest import Document
-from megadoc.reader import ReadDocument
-from megadoc.recall import Citation
+from megadoc.pipeline.ingest import Document
+from megadoc.pipeline.recall import Citation
+from megadoc.pipeline.session import ReadDocument
 from megadoc.tui.conversation import Exchange
 
 

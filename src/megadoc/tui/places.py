@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from megadoc.ingest import Document
+from megadoc.pipeline.ingest import Document
 
 
 def offset_of(document: Document, where: str) -> int | None:

@@ -1,0 +1,139 @@
+"""PDF via pypdf: a Segment per page, named by the outline (bookmarks) where there is one."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pypdf import PdfReader
+
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label, summarize
+
+MAX_PAGES = 200_000  # a 10M-token book has ~25K pages; more means a broken or hostile page tree
+_EMPTY_PAGES_WARNING_FRACTION = 0.1
+# Typographic ligatures (U+FB00-FB06: "ﬁ", "ﬂ", ...) that pdfTeX fonts emit; spelled out they
+# tokenize and match search terms like the words they are.
+_LIGATURES = str.maketrans(
+    {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st"}
+)
+
+
+def load_pdf(data: bytes, source: str, password: str | None = None) -> Document:
+    name = source_label(source)
+    repairs: list[str] = []
+    warnings: list[str] = []
+    # pypdf raises many exception types on malformed files (its own, KeyError, ValueError, ...);
+    # any of them means this file cannot be read, and must reach the user as one line.
+    try:
+        with _pypdf_log_to(repairs):
+            reader = PdfReader(io.BytesIO(data), strict=False)
+            _decrypt(reader, name, password)
+            page_count = len(reader.pages)
+            if page_count > MAX_PAGES:
+                raise IngestError(f"{name} has {page_count} pages; more than {MAX_PAGES} is not supported")
+            texts = [_page_text(reader, i, name, warnings) for i in range(page_count)]
+            chapters = _chapter_per_page(reader, page_count, name, warnings)
+            title = _title(reader)
+    except IngestError:
+        raise
+    except Exception as error:  # see above
+        raise IngestError(f"{name}: cannot read this PDF ({summarize(error)})") from error
+
+    if page_count == 0:
+        raise IngestError(f"{name} has no pages")
+    empty = sum(1 for text in texts if not text)
+    if empty == page_count:
+        where = "its only page" if page_count == 1 else f"any of {page_count} pages"
+        raise IngestError(f"{name}: no extractable text on {where} (scanned PDF? run OCR first)")
+    if empty > _EMPTY_PAGES_WARNING_FRACTION * page_count:
+        warnings.append(
+            f"{name}: {empty} of {page_count} pages have no extractable text "
+            "(scanned pages? run OCR first to read them)"
+        )
+    if repairs:
+        more = f" (and {len(repairs) - 1} more)" if len(repairs) > 1 else ""
+        warnings.append(f"{name}: damaged PDF, read in lenient mode: {repairs[0]}{more}")
+
+    builder = DocumentBuilder("\n\n")
+    for number, (text, chapter) in enumerate(zip(texts, chapters, strict=True), start=1):
+        builder.add(text, page=number, chapter=chapter)
+    return builder.build(source=source, kind="pdf", title=title, warnings=warnings)
+
+
+def _decrypt(reader: PdfReader, name: str, password: str | None) -> None:
+    """Open an encrypted file with `password`, or the empty password (permissions-only encryption)."""
+    if not reader.is_encrypted:
+        return
+    for candidate in ([password] if password else []) + [""]:
+        if reader.decrypt(candidate):
+            return
+    if password is None:
+        raise IngestError(f"{name} is encrypted; pass its password with --password")
+    raise IngestError(f"{name}: wrong password")
+
+
+def _page_text(reader: PdfReader, index: int, name: str, warnings: list[str]) -> str:
+    """One page's text; a page pypdf cannot parse becomes a warning, not a lost document."""
+    try:
+        text = reader.pages[index].extract_text()
+    except Exception as error:  # same reason as in load_pdf
+        warnings.append(f"{name}: p. {index + 1} skipped, its text cannot be read ({summarize(error)})")
+        return ""
+    return text.translate(_LIGATURES).replace("\x00", "").strip()
+
+
+def _chapter_per_page(reader: PdfReader, page_count: int, name: str, warnings: list[str]) -> list[str | None]:
+    """Per page, the top-level outline entry it belongs to; of several starting on a page, the first."""
+    chapters: list[str | None] = [None] * page_count
+    try:
+        starts = []
+        for entry in reader.outline:
+            if isinstance(entry, list):  # children of the previous entry: sections, not chapters
+                continue
+            page = reader.get_destination_page_number(entry)
+            title = (entry.title or "").strip()
+            if page is not None and 0 <= page < page_count and title:
+                starts.append((page, title))
+    except Exception as error:  # an unreadable outline only costs the chapter names
+        warnings.append(f"{name}: outline (bookmarks) unreadable, no chapter names ({summarize(error)})")
+        return chapters
+    first_on_page: dict[int, str] = {}
+    last_on_page: dict[int, str] = {}
+    for page, title in sorted(starts, key=lambda start: start[0]):
+        first_on_page.setdefault(page, title)
+        last_on_page[page] = title
+    current = None
+    for page in range(page_count):
+        chapters[page] = first_on_page.get(page, current)
+        current = last_on_page.get(page, current)
+    return chapters
+
+
+def _title(reader: PdfReader) -> str | None:
+    metadata = reader.metadata
+    title = metadata.title if metadata else None
+    if not isinstance(title, str):
+        return None
+    return title.replace("\x00", "").strip() or None
+
+
+@contextmanager
+def _pypdf_log_to(messages: list[str]) -> Iterator[None]:
+    """Collect pypdf's log warnings (repairs of damaged files) instead of printing them to stderr."""
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage().strip())
+
+    logger = logging.getLogger("pypdf")
+    handler = Collect(logging.WARNING)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate

@@ -1,0 +1,201 @@
+"""Evidence recall: BM25 over passages of the document, re-read before answering, and citations.
+
+A recurrent state keeps the gist of a book, not every name in it. So the document is also cut
+into passages of a few hundred tokens and indexed with bm25s; before answering, the passages that
+best match the question and fit the final attention chunk are fed again, in document order, each
+tagged with where it came from ("[p. 12]", "[00:03:10 (Alice)]", "[line 120]"). After the
+answer, the recalled passages that best match question + answer are its citations.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+# bm25s imports JAX where it is installed and runs a top-k at import, which starts JAX on the GPU
+# and with it JAX's default preallocation of 75% of GPU memory: the torch model reading beside it
+# then runs out of memory. megadoc scores with bm25s in numpy only, so JAX, unless this process
+# started it already or the user chose its platform, stays on the CPU.
+if "jax" not in sys.modules:
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import bm25s  # noqa: E402
+import numpy as np  # noqa: E402
+
+from megadoc.pipeline.ingest import Document
+
+PASSAGE_TOKENS = 200
+MIN_PASSAGE_TOKENS = 32
+# Passage ends move forward (at most this many tokens) to the next word start.
+_SNAP_TOKENS = 16
+_STOPWORDS = "en"
+
+
+def passage_size(chunk_size: int) -> int:
+    """A few hundred tokens, but at most a quarter of the attention chunk (so several fit), and never
+    so few that a passage loses its sentence."""
+    return max(MIN_PASSAGE_TOKENS, min(PASSAGE_TOKENS, chunk_size // 4))
+
+
+@dataclass(frozen=True)
+class Passage:
+    """Tokens [token_start, token_end) of the document's ids and their characters."""
+
+    token_start: int
+    token_end: int
+    char_start: int
+    char_end: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Citation:
+    label: str
+    char_start: int
+    char_end: int
+    score: float
+    excerpt: str
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "score": round(self.score, 4),
+            "excerpt": self.excerpt,
+        }
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Passages chosen for a question, in document order, and the text that tags them."""
+
+    passages: list[Passage]
+    text: str
+
+
+class PassageIndex:
+    """The document's passages and their BM25 index."""
+
+    def __init__(self, document: Document, passages: list[Passage]) -> None:
+        self.document = document
+        self.passages = passages
+        self._bm25 = bm25s.BM25()
+        texts = [self.text(p) for p in passages]
+        if texts:
+            tokens = bm25s.tokenize(texts, stopwords=_STOPWORDS, show_progress=False)
+            self._bm25.index(tokens, show_progress=False)
+
+    @classmethod
+    def build(
+        cls, document: Document, offsets: Sequence[tuple[int, int]], size: int, first_token: int = 0
+    ) -> PassageIndex:
+        """Passages of about `size` tokens over `offsets[first_token:]` (the ids' character spans)."""
+        passages = []
+        text = document.text
+        line, counted = 1, 0  # line number of `counted`, kept incrementally for the fallback label
+        for start, end in _spans(document, offsets, size, first_token):
+            char_start = min(s for s, _ in offsets[start:end])
+            char_end = max(e for _, e in offsets[start:end])
+            if char_end > char_start:
+                label = document.locate(char_start, char_end)
+                if not label:
+                    line += text.count("\n", counted, char_start)
+                    counted = char_start
+                    label = f"line {line}"
+                passages.append(Passage(start, end, char_start, char_end, label))
+        return cls(document, passages)
+
+    def text(self, passage: Passage) -> str:
+        return self.document.text[passage.char_start : passage.char_end].strip()
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every passage for `query` (zeros when no query word is indexed)."""
+        words = bm25s.tokenize([query], stopwords=_STOPWORDS, show_progress=False, return_ids=False)[0]
+        if not self.passages or not words:
+            return np.zeros(len(self.passages))
+        return np.asarray(self._bm25.get_scores(words))
+
+    def evidence(self, query: str, budget: int, count_tokens: Callable[[str], int]) -> Evidence | None:
+        """The best-matching passages whose tagged text fits `budget` tokens, in document order.
+
+        At least the best passage is taken even when it alone exceeds the budget. None when no
+        passage shares a word with the query."""
+        scores = self.scores(query)
+        ranked = [i for i in np.argsort(-scores, kind="stable") if scores[i] > 0]
+        if not ranked:
+            return None
+        chosen: list[int] = []
+        used = 0
+        for i in ranked:
+            cost = count_tokens(self._tagged(self.passages[i]))
+            if chosen and used + cost > budget:
+                continue
+            chosen.append(int(i))
+            used += cost
+        passages = [self.passages[i] for i in sorted(chosen)]
+        return Evidence(passages, "".join(self._tagged(p) for p in passages).rstrip() + "\n")
+
+    def _tagged(self, passage: Passage) -> str:
+        return f"[{passage.label}] {self.text(passage)}\n\n"
+
+    def cite(self, evidence: Evidence, query: str, answer: str, limit: int = 3) -> list[Citation]:
+        """The recalled passages that best match the question and the answer, best first, one per label."""
+        scores = self.scores(f"{query} {answer}")
+        position = {p: i for i, p in enumerate(self.passages)}
+        ranked = sorted(evidence.passages, key=lambda p: -scores[position[p]])
+        citations: list[Citation] = []
+        for passage in ranked:
+            score = float(scores[position[passage]])
+            if score <= 0 or any(c.label == passage.label for c in citations):
+                continue
+            excerpt = " ".join(self.text(passage).split())
+            excerpt = excerpt if len(excerpt) <= 160 else excerpt[:157] + "..."
+            citations.append(Citation(passage.label, passage.char_start, passage.char_end, score, excerpt))
+            if len(citations) == limit:
+                break
+        return citations
+
+
+def _spans(document: Document, offsets: Sequence[tuple[int, int]], size: int, first: int) -> Iterator[tuple[int, int]]:
+    """Token spans of passages: segments (pages, captions) longer than `size` tokens are cut into
+    equal parts at word starts; shorter consecutive ones are joined up to `size`. So a passage
+    straddles a segment boundary only where segments are short."""
+    starts = [s for s, _ in offsets]
+    count = len(starts)
+    bounds = sorted({bisect_left(starts, segment.end, first) for segment in document.segments} | {count})
+    pending = None  # start of joined short segments not yet emitted
+    previous = first
+    for bound in (b for b in bounds if b > first):
+        if bound - previous > size:
+            if pending is not None:
+                yield pending, previous
+                pending = None
+            yield from _equal_parts(document.text, starts, previous, bound, size)
+        elif pending is not None and bound - pending > size:
+            yield pending, previous
+            pending = previous
+        elif pending is None:
+            pending = previous
+        previous = bound
+    if pending is not None and previous > pending:
+        yield pending, previous
+
+
+def _equal_parts(text: str, starts: list[int], begin: int, end: int, size: int) -> Iterator[tuple[int, int]]:
+    """[begin, end) cut into equal parts of at most about `size`, each cut moved to a word start."""
+    parts = -(-(end - begin) // size)
+    start = begin
+    for k in range(1, parts + 1):
+        cut = begin + (end - begin) * k // parts
+        limit = min(cut + _SNAP_TOKENS, end)
+        snapped = cut
+        while snapped < limit and starts[snapped] < len(text) and not text[starts[snapped]].isspace():
+            snapped += 1
+        cut = snapped if snapped < limit or limit == end else cut
+        if cut > start:
+            yield start, cut
+            start = cut
