@@ -1,12 +1,15 @@
-"""The copying probes of evals/: the init study's three starts, the induction-head weights."""
+"""The copying probes (experiments/): the init study's three starts, the induction-head weights."""
 
 import math
 
+import pytest
 import torch
 
 from experiments.copy_init import copy_loss_curve, fresh_model
 from experiments.induction_heads import induction_weights
 from megadoc.pipeline.registry import load
+
+pytestmark = pytest.mark.slow  # research: run with pytest -m slow experiments
 
 
 def test_the_three_starts_differ_only_in_their_q_k_scale_products():
