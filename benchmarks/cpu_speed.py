@@ -13,8 +13,7 @@ import time
 
 import torch
 
-from megadoc.engine import Megalodon
-from megadoc.engine.generate import GenerationConfig
+from megadoc.engine import GenerationConfig, Megalodon
 
 
 def measure(model: Megalodon, read_tokens: int, new_tokens: int, repeats: int) -> tuple[float, float]:

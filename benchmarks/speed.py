@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from megadoc.engine.config import MegalodonConfig
+from megadoc.engine import MegalodonConfig
 
 PARTS = ("ceilings", "kernels", "decode_kernels", "prefill", "decode", "refresh", "llama", "profile")
 
@@ -103,7 +103,7 @@ def flops_per_token(cfg: MegalodonConfig) -> float:
 
 def build_megalodon(cfg: MegalodonConfig):
     """Random 7B weights in bf16, initialised on the GPU by the engine's own init."""
-    from megadoc.engine.model import Megalodon
+    from megadoc.engine import Megalodon
 
     torch.manual_seed(0)
     with torch.device("cuda"):

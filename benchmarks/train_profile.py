@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from megadoc.engine.config import MegalodonConfig
-from megadoc.engine.model import Megalodon
+from megadoc.engine import Megalodon, MegalodonConfig
 
 SEQ_LEN = 16384
 

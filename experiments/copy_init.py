@@ -15,8 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from megadoc.engine.config import MegalodonConfig
-from megadoc.engine.model import Megalodon
+from megadoc.engine import Megalodon, MegalodonConfig
 from megadoc.training.loop import sign_attention_scales
 
 SCALE = 3.0

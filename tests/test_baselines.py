@@ -5,8 +5,9 @@ import pytest
 from megadoc.evals.baselines import HFPredictor, LeadBaseline, MajorityAnswerBaseline
 from megadoc.evals.runner import run_eval
 from megadoc.evals.scrolls import Example, load_qmsum
+from tests.helpers import SHARED_DATA
 
-QMSUM_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "qmsum" / "val"
+QMSUM_VAL = SHARED_DATA / "qmsum" / "val"
 needs_qmsum = pytest.mark.skipif(
     not QMSUM_VAL.is_dir(), reason=f"QMSum validation data not found at {QMSUM_VAL} (see shared/data/README.md)"
 )

@@ -6,8 +6,7 @@ import time
 
 import torch
 
-from megadoc.engine.config import MegalodonConfig
-from megadoc.engine.model import Megalodon
+from megadoc.engine import Megalodon, MegalodonConfig
 from megadoc.pipeline import registry
 from megadoc.pipeline.cache import StateCache, cache_key
 

@@ -4,11 +4,7 @@ import shutil
 
 import pytest
 
-from tests import app_fixtures
-from tests.app_fixtures import assert_one_line_error, austen_paragraphs, run_cli, write_pdf
-from tests.oracle import ORACLE, needs_oracle
-
-app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
+from tests.helpers import ORACLE, assert_one_line_error, austen_paragraphs, needs_oracle, run_cli, write_pdf
 
 
 def test_models_lists_the_shipped_default_and_user_models(app_env, tiny_model_dir, tmp_path):

@@ -6,8 +6,7 @@ import re
 import pytest
 import torch
 
-from tests import app_fixtures
-from tests.app_fixtures import (
+from tests.helpers import (
     assert_one_line_error,
     austen_paragraphs,
     json_rows,
@@ -16,8 +15,6 @@ from tests.app_fixtures import (
     write_srt,
     write_vtt,
 )
-
-app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
 
 KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
 

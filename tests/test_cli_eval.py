@@ -4,11 +4,8 @@ import json
 import math
 
 from megadoc.evals.who import names_answer
-from tests import app_fixtures
-from tests.app_fixtures import AUSTEN, assert_one_line_error, json_rows, run_cli
+from tests.helpers import AUSTEN, assert_one_line_error, json_rows, run_cli
 from tests.test_scrolls import qasper_answer
-
-app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
 
 
 def test_bits_per_byte_at_each_context_on_the_same_final_tokens(app_env, tiny_model_dir, tmp_path):

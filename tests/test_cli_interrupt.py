@@ -8,10 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests import app_fixtures
-from tests.app_fixtures import AUSTEN, json_rows, run_cli
-
-app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
+from tests.helpers import AUSTEN, json_rows, run_cli
 
 MEGADOC = [sys.executable, "-c", "from megadoc.cli import main; main()"]
 

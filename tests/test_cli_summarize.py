@@ -2,8 +2,7 @@
 
 import json
 
-from tests import app_fixtures
-from tests.app_fixtures import (
+from tests.helpers import (
     assert_one_line_error,
     austen_paragraphs,
     json_rows,
@@ -12,8 +11,6 @@ from tests.app_fixtures import (
     write_srt,
     write_vtt,
 )
-
-app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
 
 
 def summarize(*args, model):

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from megadoc.engine.tokenizer import Tokenizer
+from megadoc.engine import Tokenizer
 from megadoc.training.corpus import (
     _who_is,
     _who_relation,
@@ -19,8 +19,9 @@ from megadoc.training.corpus import (
     strip_gutenberg,
 )
 from megadoc.training.rows import _book_rows, clean_book, prepare_pretrain, prepare_tune
+from tests.helpers import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 BOOKS = DATA / "books"
 QMSUM_TRAIN = DATA / "qmsum" / "train"
 needs_books = pytest.mark.skipif(not BOOKS.is_dir(), reason=f"shared books not found at {BOOKS}")

@@ -4,13 +4,12 @@ reaches, and greedy generation; on CPU eagerly, and on a GPU its CUDA-graph repl
 import pytest
 import torch
 
-from megadoc.engine import Megalodon, MegalodonConfig, State
-from megadoc.engine import generate as generate_module
+from megadoc.engine import GenerationConfig, Megalodon, MegalodonConfig, State
+from megadoc.engine import generation as generate_module
 from megadoc.engine.decode import StaticDecoder, decoder_for
-from megadoc.engine.generate import GenerationConfig
 from megadoc.kernels import attention as attention_module
 from megadoc.kernels import timestep_norm as timestep_norm_module
-from tests.oracle import rel_err
+from tests.helpers import rel_err
 
 TINY = MegalodonConfig.preset("tiny")  # chunk 16
 

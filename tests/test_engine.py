@@ -5,10 +5,9 @@ import json
 import pytest
 import torch
 
-from megadoc.engine import Megalodon, MegalodonConfig, State
-from megadoc.engine.checkpoint import CheckpointError
-from megadoc.engine.generate import GenerationConfig, RepeatBan, sample
-from tests.oracle import rel_err
+from megadoc.engine import CheckpointError, GenerationConfig, Megalodon, MegalodonConfig, State
+from megadoc.engine.generation import RepeatBan, sample
+from tests.helpers import rel_err
 
 TINY = MegalodonConfig.preset("tiny")
 

@@ -7,9 +7,10 @@ from fpdf import FPDF
 from fpdf.enums import EncryptionMethod
 
 from megadoc.pipeline.ingest import IngestError, load_document
+from tests.helpers import SHARED_DATA
 
 SAMPLES = Path(__file__).parent / "data" / "pdfs"
-SHARED_PDFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdfs"
+SHARED_PDFS = SHARED_DATA / "pdfs"
 
 
 def _write_pdf(path: Path, pages: list[str | None], *, sections: bool = False, **encryption) -> Path:

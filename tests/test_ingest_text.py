@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from megadoc.pipeline.ingest import IngestError, load_document
+from tests.helpers import SHARED_DATA
 
 FRENCH = (
     "Il était une fois, dans un château près de la forêt, un garçon nommé René qui rêvait d'être "
     "pêcheur. Chaque matin, il descendait à la rivière où l'eau claire coulait sous le pont de "
     "pierre. Son père, un vieil homme très sévère, lui répétait qu'il devait étudier.\n"
 )
-BOOKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "books"
+BOOKS = SHARED_DATA / "books"
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:

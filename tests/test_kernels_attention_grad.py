@@ -15,10 +15,9 @@ pytest.importorskip("triton")
 from megadoc.kernels import attention  # noqa: E402
 from megadoc.kernels.attention import chunk_attention  # noqa: E402
 from megadoc.kernels.attention_triton import chunk_attention_autograd, chunk_attention_triton  # noqa: E402
-from tests import kernel_checks  # noqa: E402
-from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
+from tests.helpers import DEVICE, needs_cuda, rel_err, seed_for  # noqa: E402
 
-references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
+pytestmark = pytest.mark.usefixtures("reference_kernels")
 
 # float32: measured ~1e-6 on the CPU. bf16 and fp16: a few roundings to 8 (11) significant bits of P,
 # dS and the outputs; measured up to 1.0e-2 (5e-4) under the interpreter with peaked softmaxes.
@@ -65,7 +64,7 @@ GRAD_SHAPES = [  # batch, queries, keys, heads, dk, dv
 
 @pytest.mark.parametrize("shape", GRAD_SHAPES)
 def test_backward_matches_reference(shape):
-    check_backward(*shape, torch.float32, seed=hash(shape) % 1000, scaled=False)
+    check_backward(*shape, torch.float32, seed=seed_for(shape), scaled=False)
 
 
 @pytest.mark.parametrize(
@@ -143,8 +142,7 @@ def test_dispatch(monkeypatch):
 def test_model_backward_through_the_function(monkeypatch):
     """The tiny model's parameter gradients with its attention through the Function (whole chunks
     folded into the batch, a ragged tail) equal those through the reference."""
-    from megadoc.engine import MegalodonConfig
-    from megadoc.engine.model import Megalodon
+    from megadoc.engine import Megalodon, MegalodonConfig
 
     torch.manual_seed(0)
     model = Megalodon(MegalodonConfig.preset("tiny")).to(DEVICE)

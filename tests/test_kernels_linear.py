@@ -12,7 +12,7 @@ pytest.importorskip("triton")
 
 from megadoc.kernels.linear import MAX_FUSED_ROWS, fused_linear, fused_linear_reference  # noqa: E402
 from megadoc.kernels.linear_triton import fused_linear_triton  # noqa: E402
-from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
+from tests.helpers import DEVICE, needs_cuda, rel_err  # noqa: E402
 
 FUSIONS = {  # the model's uses: q/k and values, the gates, the residual adds, SwiGLU
     "plain": {},

@@ -12,10 +12,9 @@ from megadoc.kernels.attention import normalized_qk, rotation, write_slot  # noq
 from megadoc.kernels.attention_triton import normalized_qk_triton, write_slot_triton  # noqa: E402
 from megadoc.kernels.norm import layer_norm, rms_norm  # noqa: E402
 from megadoc.kernels.norm_triton import row_norm_triton  # noqa: E402
-from tests import kernel_checks  # noqa: E402
-from tests.kernel_checks import DEVICE, needs_cuda, rel_err  # noqa: E402
+from tests.helpers import DEVICE, needs_cuda, rel_err  # noqa: E402
 
-references_everywhere = kernel_checks.references_everywhere  # autouse: the entry points stay references
+pytestmark = pytest.mark.usefixtures("reference_kernels")
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from megadoc.engine import Megalodon
-from tests.oracle import ORACLE, needs_oracle, rel_err
+from tests.helpers import ORACLE, needs_oracle, rel_err
 
 pytestmark = [
     needs_oracle,

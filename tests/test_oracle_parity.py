@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from megadoc.engine import Megalodon
-from megadoc.engine.checkpoint import CheckpointError, convert_reference, read_reference_checkpoint
+from megadoc.engine import CheckpointError, Megalodon
+from megadoc.engine.checkpoint import convert_reference, read_reference_checkpoint
 from megadoc.kernels.cema import cema_chunked, cema_coefficients, cema_sequential
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm
-from tests.oracle import ORACLE, needs_oracle, rel_err
+from tests.helpers import ORACLE, needs_oracle, rel_err
 
 pytestmark = needs_oracle
 TOL = 1e-5

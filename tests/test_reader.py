@@ -6,15 +6,12 @@ from itertools import pairwise
 import pytest
 import torch
 
-from megadoc.engine.generate import GenerationConfig
+from megadoc.engine import GenerationConfig
 from megadoc.pipeline import registry
 from megadoc.pipeline.cache import StateCache, cache_key
 from megadoc.pipeline.ingest import load_document
 from megadoc.pipeline.session import Reader, ReadInterrupted
-from tests import app_fixtures
-from tests.app_fixtures import AUSTEN
-
-tiny_model_dir = app_fixtures.tiny_model_dir
+from tests.helpers import AUSTEN, DATA
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +88,7 @@ def test_a_state_cached_for_another_document_is_not_used(loaded, document, tmp_p
     reader = Reader(loaded, cache)
     reader.read(document)
     [entry] = cache.entries()
-    other = load_document(app_fixtures.DATA / "austen_persuasion_excerpt.txt")
+    other = load_document(DATA / "austen_persuasion_excerpt.txt")
     assert other.content_hash() != document.content_hash()
     # Copy the first document's state under the second's key: its metadata names another document.
     key = cache_key(loaded.fingerprint, loaded.tokenizer.id, other.content_hash())

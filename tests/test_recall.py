@@ -8,11 +8,10 @@ from itertools import pairwise
 
 import pytest
 
-from megadoc.engine.tokenizer import Tokenizer
+from megadoc.engine import Tokenizer
 from megadoc.pipeline.ingest import load_document
 from megadoc.pipeline.recall import PassageIndex, passage_size
-from tests.app_fixtures import austen_paragraphs, write_pdf, write_vtt
-from tests.kernel_checks import needs_cuda
+from tests.helpers import austen_paragraphs, needs_cuda, write_pdf, write_vtt
 
 KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
 

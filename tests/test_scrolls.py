@@ -14,8 +14,9 @@ from megadoc.evals.scrolls import (
     load_scrolls_jsonl,
     scrolls_input,
 )
+from tests.helpers import SHARED_DATA
 
-QMSUM_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "qmsum" / "val"
+QMSUM_VAL = SHARED_DATA / "qmsum" / "val"
 needs_qmsum = pytest.mark.skipif(
     not QMSUM_VAL.is_dir(), reason=f"QMSum validation data not found at {QMSUM_VAL} (see shared/data/README.md)"
 )

@@ -6,7 +6,8 @@ import sentencepiece as spm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from megadoc.engine.tokenizer import IncrementalDecoder, Tokenizer, train_tokenizer
+from megadoc.engine import Tokenizer
+from megadoc.engine.tokenizer import IncrementalDecoder, train_tokenizer
 
 DATA = Path(__file__).parent / "data"
 TEXTS = [

@@ -15,7 +15,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.worker import Worker
 
-from megadoc.engine.generate import GenerationConfig
+from megadoc.engine import GenerationConfig
 from megadoc.pipeline.cache import StateCache
 from megadoc.pipeline.session import ProgressCallback, Reader
 from megadoc.tui.app import ReaderApp
@@ -23,10 +23,7 @@ from megadoc.tui.conversation import CitationLink, Exchange
 from megadoc.tui.document_view import DocumentView
 from megadoc.tui.question_input import QuestionInput
 from megadoc.tui.status_bar import StatusBar
-from tests import app_fixtures
-from tests.app_fixtures import austen_paragraphs, write_pdf
-
-app_env, tiny_model_dir = app_fixtures.app_env, app_fixtures.tiny_model_dir
+from tests.helpers import austen_paragraphs, write_pdf
 
 SIZE = (100, 24)
 TIMEOUT = 30

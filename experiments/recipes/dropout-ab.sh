@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-from megadoc.engine.model import Megalodon
-from megadoc.engine.tokenizer import Tokenizer
+from megadoc.engine import Megalodon, Tokenizer
 from megadoc.evals.perplexity import bits_per_byte
 
 texts = [p.read_text() for p in sorted(Path(sys.argv[1]).glob("*.txt"), key=lambda p: p.stat().st_size)[-10:]]

@@ -1,7 +1,36 @@
-"""The Megalodon engine: model, streaming state, checkpoints, tokenizer, generation."""
+"""The Megalodon engine: model, streaming state, checkpoints, tokenizer, generation.
 
+Callers outside the engine import from here; the submodules are its inside."""
+
+from megadoc.engine.checkpoint import (
+    MODELS_DIR,
+    CheckpointError,
+    convert_reference,
+    default_dtype,
+    is_reference_checkpoint,
+    load_pretrained,
+    resolve_model_dir,
+)
 from megadoc.engine.config import MegalodonConfig
+from megadoc.engine.generation import GenerationConfig, generate, stream_text
 from megadoc.engine.model import Megalodon
 from megadoc.engine.state import State
+from megadoc.engine.tokenizer import Tokenizer, train_tokenizer
 
-__all__ = ["Megalodon", "MegalodonConfig", "State"]
+__all__ = [
+    "MODELS_DIR",
+    "CheckpointError",
+    "GenerationConfig",
+    "Megalodon",
+    "MegalodonConfig",
+    "State",
+    "Tokenizer",
+    "convert_reference",
+    "default_dtype",
+    "generate",
+    "is_reference_checkpoint",
+    "load_pretrained",
+    "resolve_model_dir",
+    "stream_text",
+    "train_tokenizer",
+]

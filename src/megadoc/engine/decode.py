@@ -90,10 +90,6 @@ class _LayerBuffers:
     params: _LayerParams
 
 
-def _clone_norm(stats: NormStats) -> NormStats:
-    return NormStats(stats.count.clone(), stats.mean.clone(), stats.var.clone())
-
-
 # Left out of torch.compile: the Triton CEMA step's wrapper views complex tensors as real ones, which
 # inductor does not compile; inductor's fused kernel of the float64 norm step fails in Triton 3.6;
 # the Triton kernels of the norm step, the attention and the cache write run as they are.
@@ -151,12 +147,12 @@ class StaticDecoder:
         batch = state.batch_size
         self._position = torch.zeros(1, dtype=torch.long, device=device)  # mirrors `self.position`
         self._ids = torch.zeros(batch, dtype=torch.long, device=device)
-        self._final = _clone_norm(state.final_norm)
+        self._final = state.final_norm.clone()
         self._layers = []
         for layer, ls in zip(model.layers, state.layers, strict=True):
             self._layers.append(
                 _LayerBuffers(
-                    norm=_clone_norm(ls.norm),
+                    norm=ls.norm.clone(),
                     cema_h=ls.cema_h.clone(),
                     k=torch.zeros(batch, ls.k.shape[2], self.chunk, ls.k.shape[3], dtype=ls.k.dtype, device=device),
                     v=torch.zeros(batch, ls.v.shape[2], self.chunk, ls.v.shape[3], dtype=ls.v.dtype, device=device),
@@ -251,8 +247,7 @@ class StaticDecoder:
             return buffer[:, :, :filled].transpose(1, 2).clone(memory_format=torch.contiguous_format)
 
         layers = [
-            LayerState(norm=_clone_norm(b.norm), cema_h=b.cema_h.clone(), k=cache(b.k), v=cache(b.v))
-            for b in self._layers
+            LayerState(norm=b.norm.clone(), cema_h=b.cema_h.clone(), k=cache(b.k), v=cache(b.v)) for b in self._layers
         ]
         recent = None
         if self._recent is not None:
@@ -260,7 +255,7 @@ class StaticDecoder:
             recent = self._recent[0].clone()
         return State(
             layers=layers,
-            final_norm=_clone_norm(self._final),
+            final_norm=self._final.clone(),
             position=self.position,
             recent_ids=recent,
             metadata=dict(self._metadata),

@@ -26,7 +26,7 @@ from megadoc.kernels.norm import layer_norm, rms_norm
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step
 
 if TYPE_CHECKING:
-    from megadoc.engine.generate import GenerationConfig
+    from megadoc.engine.generation import GenerationConfig
 
 
 def _linear_init(layer: nn.Linear) -> None:
@@ -447,8 +447,8 @@ class Megalodon(nn.Module):
     def generate(
         self, prompt_ids: torch.Tensor | list[int], state: State, config: GenerationConfig | None = None
     ) -> Iterator[int]:
-        """Token ids continuing `prompt_ids` from `state` (see megadoc.engine.generate)."""
-        from megadoc.engine.generate import GenerationConfig, generate
+        """Token ids continuing `prompt_ids` from `state` (see megadoc.engine.generation)."""
+        from megadoc.engine.generation import GenerationConfig, generate
 
         return generate(self, prompt_ids, state, config or GenerationConfig())
 

@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from megadoc.engine.model import Megalodon
-from megadoc.engine.tokenizer import Tokenizer
+from megadoc.engine import Megalodon, Tokenizer
 
 
 @dataclass(frozen=True)

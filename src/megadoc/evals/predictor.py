@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from megadoc import prompts
-from megadoc.engine.generate import GenerationConfig
+from megadoc.engine import GenerationConfig
 from megadoc.evals.scrolls import Example
 from megadoc.pipeline.ingest import Document
 from megadoc.pipeline.session import Reader

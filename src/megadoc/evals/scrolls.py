@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from megadoc.evals.metrics import TASKS
+from megadoc.pipeline.ingest.meeting import format_transcript
 
 # SCROLLS' dataset names differ from ours for one task.
 _SCROLLS_NAMES = {
@@ -46,8 +47,8 @@ def scrolls_input(example: Example) -> str:
 def load_qmsum(directory: str | Path) -> list[Example]:
     """QMSum's original per-meeting JSON files: one example per general and specific query.
 
-    The transcript is one ``Speaker: content`` line per turn, the content kept as
-    QMSum tokenized it (``OK , we 're on .``, ``{vocalsound}``).
+    The transcript is ingestion's: one ``Speaker: words`` line per turn, the words as QMSum
+    tokenized them (``OK , we 're on .``), its annotation tags (``{vocalsound}``) dropped.
     """
     files = sorted(Path(directory).glob("*.json"))
     if not files:
@@ -55,7 +56,7 @@ def load_qmsum(directory: str | Path) -> list[Example]:
     examples = []
     for path in files:
         meeting = json.loads(path.read_text(encoding="utf-8"))
-        transcript = "\n".join(f"{turn['speaker']}: {turn['content']}" for turn in meeting["meeting_transcripts"])
+        transcript = format_transcript(meeting["meeting_transcripts"])
         for kind in ("general", "specific"):
             for number, item in enumerate(meeting[f"{kind}_query_list"]):
                 meta = {"meeting": path.stem, "kind": kind}

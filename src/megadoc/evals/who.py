@@ -17,10 +17,10 @@ from importlib.resources import files
 from pathlib import Path
 
 from megadoc import prompts
-from megadoc.engine.generate import GenerationConfig
+from megadoc.engine import GenerationConfig
 from megadoc.pipeline.ingest import load_document
+from megadoc.pipeline.names import character_names
 from megadoc.pipeline.session import Reader, final_prompt
-from megadoc.training.corpus import character_names
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class NormStats:
     mean: torch.Tensor
     var: torch.Tensor
 
+    def clone(self) -> NormStats:
+        return NormStats(self.count.clone(), self.mean.clone(), self.var.clone())
+
     def copy_(self, src: NormStats) -> None:
         """Overwrite these tensors with `src`'s values, in place."""
         self.count.copy_(src.count)

@@ -30,7 +30,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from megadoc.engine.state import State
+from megadoc.display import one_line
+from megadoc.engine import State
 
 try:
     import fcntl
@@ -111,7 +112,7 @@ class StateCache:
         try:
             state = State.load(path, device=device)
         except ValueError as error:
-            return self._discard(path, f"unreadable ({_one_line(error)})", warn)
+            return self._discard(path, f"unreadable ({one_line(error)})", warn)
         wrong = [name for name in IDENTITY if state.metadata.get(name) != identity[name]]
         if wrong:
             return self._discard(path, f"made for another {wrong[0]}", warn)
@@ -211,8 +212,3 @@ def _layout_problem(state: State, template: State) -> str | None:
         if shape != expected:
             return f"tensor {name} has shape {tuple(ours[name].shape)}, the model needs {tuple(tensor.shape)}"
     return None
-
-
-def _one_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -1,4 +1,4 @@
-"""Progress of a read on stderr: a bar with tokens, tokens/s and time left (terminals only)."""
+"""Progress on stderr: a bar with the count done, its rate and time left (terminals only)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,28 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tex
 from rich.text import Text
 
 
-class TokensPerSecond(ProgressColumn):
+class Rate(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.0f} tok/s", style="progress.data.speed")
+        return Text("" if speed is None else f"{speed:,.0f} {self.unit}/s", style="progress.data.speed")
 
 
-class ReadProgress:
-    """Use as `with ReadProgress(console, "book.pdf") as bar: reader.read(doc, bar.update)`.
+class ProgressBar:
+    """Use as `with ProgressBar(console, "book.pdf") as bar: reader.read(doc, bar.update)`; `unit`
+    names what is counted (tokens, examples).
 
     The bar is transient (it disappears when done) and drawn only when stderr is a terminal."""
 
-    def __init__(self, console: Console, label: str) -> None:
+    def __init__(self, console: Console, label: str, unit: str = "tokens") -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
-            TokensPerSecond(),
+            TextColumn(f"{{task.completed:,.0f}}/{{task.total:,.0f}} {unit}"),
+            Rate("tok" if unit == "tokens" else unit),
             TimeRemainingColumn(),
             console=console,
             transient=True,
@@ -34,7 +39,7 @@ class ReadProgress:
         self._label = label
         self._task: TaskID | None = None
 
-    def __enter__(self) -> ReadProgress:
+    def __enter__(self) -> ProgressBar:
         self._progress.start()
         return self
 

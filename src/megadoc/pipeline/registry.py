@@ -17,10 +17,16 @@ from pathlib import Path
 import platformdirs
 import torch
 
-from megadoc.engine.checkpoint import MODELS_DIR, CheckpointError, resolve_model_dir
-from megadoc.engine.config import MegalodonConfig
-from megadoc.engine.model import Megalodon
-from megadoc.engine.tokenizer import Tokenizer
+from megadoc.display import one_line
+from megadoc.engine import (
+    MODELS_DIR,
+    CheckpointError,
+    Megalodon,
+    MegalodonConfig,
+    Tokenizer,
+    default_dtype,
+    resolve_model_dir,
+)
 
 DEFAULT_MODEL = "mini"
 DEVICES = ("auto", "cpu", "cuda")
@@ -115,11 +121,6 @@ def choose_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
-def dtype_for(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA (the Triton kernels' speed, half the memory); float32 on CPU, where bf16 is slow."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 def load(name_or_dir: str | Path, device: torch.device, fingerprints: Path | None = None) -> LoadedModel:
     """Load a model and its tokenizer. `fingerprints` is a JSON file memoizing weight hashes."""
     directory = resolve(name_or_dir)
@@ -128,9 +129,9 @@ def load(name_or_dir: str | Path, device: torch.device, fingerprints: Path | Non
         raise ModelError(f"{directory}: no tokenizer.model beside the weights")
     try:
         tokenizer = Tokenizer.load(tokenizer_path)
-        model = Megalodon.from_pretrained(directory, device=device, dtype=dtype_for(device))
+        model = Megalodon.from_pretrained(directory, device=device, dtype=default_dtype(device))
     except (CheckpointError, ValueError) as error:
-        raise ModelError(_one_line(error)) from None
+        raise ModelError(one_line(error)) from None
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ModelError(
             f"{directory}: tokenizer.model has {tokenizer.vocab_size} pieces, the model only {model.config.vocab_size}"
@@ -175,8 +176,3 @@ def _write_memo(memo: Path, data: dict[str, str]) -> None:
     tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(memo)
-
-
-def _one_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

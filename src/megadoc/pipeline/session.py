@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from megadoc import prompts
-from megadoc.engine.generate import GenerationConfig, stream_text
-from megadoc.engine.state import State
+from megadoc.engine import GenerationConfig, State, stream_text
 from megadoc.pipeline.cache import StateCache, cache_key
 from megadoc.pipeline.ingest import Document
 from megadoc.pipeline.recall import Citation, Evidence, PassageIndex, passage_size

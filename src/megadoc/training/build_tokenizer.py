@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from megadoc.engine.tokenizer import Tokenizer, train_tokenizer
+from megadoc.engine import Tokenizer, train_tokenizer
 from megadoc.training.corpus import (
     HELDOUT_FRACTION,
     SPLIT_SEED,

@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from megadoc.pipeline.ingest.meeting import format_transcript
+from megadoc.pipeline.names import character_names
+
 # "*** START OF THIS PROJECT GUTENBERG EBOOK TITLE ***"; long titles wrap onto a second line.
 _START = re.compile(
     r"^\*{3} ?START OF (?:THE|THIS) PROJECT GUTENBERG"
@@ -99,19 +102,8 @@ _ACTION_VERBS = (
     "went|came|looked|turned|took|gave|ran|walked|sat|stood|saw|found|felt|knew|left|told|"
     "opened|closed|entered|followed|brought|laid|placed|wrote|read|rose|fell|kept|held|met|sent"
 )
-_NOT_NAMES = {
-    "I", "Mr", "Mrs", "Miss", "Sir", "Lady", "Lord", "Dr", "Captain", "Colonel", "Madame",
-    "Monsieur", "God", "Heaven", "Chapter", "CHAPTER", "The", "But", "And", "Oh", "Yes", "No",
-}  # fmt: skip
 _SENTENCE = re.compile(r"[^.!?\n]*(?:\n(?!\n)[^.!?\n]*)*[.!?]")
 _QUOTE = r"[\"“]([^\"“”\n]{20,160}?)[,!?][\"”]"
-
-
-def character_names(text: str, min_count: int = 8) -> set[str]:
-    """Capitalized words seen often mid-sentence and hardly ever in lower case: characters, places."""
-    mid = Counter(re.findall(r"(?<=[a-z,;] )[A-Z][a-z]{2,}\b", text))
-    lower = Counter(w for w in re.findall(r"\b[a-z]{3,}\b", text))
-    return {w for w, c in mid.items() if c >= min_count and lower[w.lower()] * 10 < c and w not in _NOT_NAMES}
 
 
 def _who_said(text: str, names: set[str]) -> list[QAPair]:
@@ -242,19 +234,6 @@ class QMSumExample(NamedTuple):
     transcript: str
     query: str
     answer: str
-
-
-_NOISE = re.compile(r"\{(?:disfmarker|vocalsound|nonvocalsound|gap|pause|comment)\}")
-
-
-def format_transcript(turns: list[dict[str, str]]) -> str:
-    """QMSum turns as "Speaker: content" lines, without the {disfmarker}-style annotation tags."""
-    lines = []
-    for turn in turns:
-        content = " ".join(_NOISE.sub(" ", turn["content"]).split())
-        if content:
-            lines.append(f"{turn['speaker']}: {content}")
-    return "\n".join(lines)
 
 
 def _meetings(qmsum_dir: Path) -> Iterator[dict]:

@@ -27,8 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from megadoc.engine.config import MegalodonConfig
-from megadoc.engine.model import Megalodon
+from megadoc.engine import Megalodon, MegalodonConfig
 
 IGNORE = -100
 

@@ -28,16 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from megadoc import prompts
-from megadoc.engine.config import MegalodonConfig
-from megadoc.engine.tokenizer import Tokenizer
+from megadoc.engine import MegalodonConfig, Tokenizer
 from megadoc.pipeline.ingest import Document
+from megadoc.pipeline.names import character_names
 from megadoc.pipeline.recall import PassageIndex, passage_size
 from megadoc.pipeline.session import final_prompt
 from megadoc.training.corpus import (
     HELDOUT_FRACTION,
     SPLIT_SEED,
     QMSumExample,
-    character_names,
     load_qmsum_examples,
     make_book_questions,
     person_names,

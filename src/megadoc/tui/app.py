@@ -18,8 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input
 from textual.worker import Worker, get_current_worker
 
-from megadoc.engine.checkpoint import CheckpointError
-from megadoc.engine.generate import GenerationConfig
+from megadoc.display import one_line
+from megadoc.engine import CheckpointError, GenerationConfig
 from megadoc.pipeline import registry
 from megadoc.pipeline.cache import StateCache
 from megadoc.pipeline.ingest import IngestError, load_document
@@ -133,7 +133,7 @@ class ReaderApp(App[None]):
         except KeyboardInterrupt:
             self.post_message(ReadStopped(0))
         except OPEN_ERRORS as error:
-            self.post_message(OpenFailed(_one_line(error)))
+            self.post_message(OpenFailed(one_line(error)))
         else:
             self.post_message(ReadFinished(read))
 
@@ -164,7 +164,7 @@ class ReaderApp(App[None]):
                     return
                 self.post_message(AnswerPiece(exchange, piece))
         except Exception as error:  # noqa: BLE001 - any failure of one answer is shown, never a crash
-            self.post_message(AnswerFailed(exchange, _one_line(error)))
+            self.post_message(AnswerFailed(exchange, one_line(error)))
             return
         self.post_message(AnswerDone(exchange, response.citations))
 
@@ -193,7 +193,7 @@ class ReaderApp(App[None]):
         self.read = read = message.read
         self.query_one(ReadProgress).display = False
         self.status.tokens = f"{len(read.ids):,} tokens ({read.status})"
-        self.status.state_size = sum(t.numel() * t.element_size() for t in read.state.tensors().values())
+        self.status.state_size = read.state.nbytes
         self.status.phase = "ready"
         if self._quitting:
             self.exit()
@@ -327,8 +327,3 @@ class ReaderApp(App[None]):
             self.status.phase = "stopping: saving what was read…"
             return
         self.exit()
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -12,13 +12,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar
 
-
-def file_size(size: int) -> str:
-    for unit in ("B", "kB", "MB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
+from megadoc.display import byte_size
 
 
 def duration(seconds: float) -> str:
@@ -53,7 +47,7 @@ class ReadProgress(Horizontal):
 
 
 class StatusBar(Widget):
-    """One line: `tiny · cpu · 4,372 tokens (cached) · state 91.4 kB · ready`."""
+    """One line: `tiny · cpu · 4,372 tokens (cached) · state 89.3 KiB · ready`."""
 
     model: reactive[str] = reactive("")
     device: reactive[str] = reactive("")
@@ -64,6 +58,6 @@ class StatusBar(Widget):
     def render(self) -> Content:
         parts = [self.model or "loading model", self.device, self.tokens]
         if self.state_size:
-            parts.append(f"state {file_size(self.state_size)}")
+            parts.append(f"state {byte_size(self.state_size)}")
         parts.append(self.phase)
         return Content(" · ".join(p for p in parts if p))

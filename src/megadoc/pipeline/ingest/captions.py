@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import pysrt
 import webvtt
 
-from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label, summarize
+from megadoc.display import one_line
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
 from megadoc.pipeline.ingest.text import decode_text
 
 # "ANN:", "Dr. Smith:", ">> SPEAKER 2:" at the start of a cue: up to four capitalised words.
@@ -38,7 +39,7 @@ def load_vtt(data: bytes, source: str) -> Document:
             for c in webvtt.from_string(text).captions
         ]
     except Exception as error:  # see above
-        raise IngestError(f"{source_label(source)}: not a valid WebVTT file ({summarize(error)})") from error
+        raise IngestError(f"{source_label(source)}: not a valid WebVTT file ({one_line(error)})") from error
     return _document(cues, source, "vtt", warnings)
 
 
@@ -50,7 +51,7 @@ def load_srt(data: bytes, source: str) -> Document:
             _cue(item.start.ordinal, item.end.ordinal, None, item.text_without_tags) for item in pysrt.from_string(text)
         ]
     except Exception as error:  # see above
-        raise IngestError(f"{source_label(source)}: not a valid SRT file ({summarize(error)})") from error
+        raise IngestError(f"{source_label(source)}: not a valid SRT file ({one_line(error)})") from error
     return _document(cues, source, "srt", warnings)
 
 

@@ -128,13 +128,6 @@ def source_label(source: str) -> str:
     return "stdin" if source == "-" else source
 
 
-def summarize(error: Exception) -> str:
-    """A library's exception as a short phrase for an IngestError message."""
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def _clock(seconds: float) -> str:
     whole = int(seconds)
     return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"

@@ -8,7 +8,8 @@ from urllib.parse import unquote, urldefrag
 
 from ebooklib import epub
 
-from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label, summarize
+from megadoc.display import one_line
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
 from megadoc.pipeline.ingest.html_text import html_to_text
 
 
@@ -26,7 +27,7 @@ def load_epub(data: bytes, source: str) -> Document:
         ]
         metadata_title = book.get_metadata("DC", "title")
     except Exception as error:  # see above
-        raise IngestError(f"{name}: cannot read this EPUB ({summarize(error)})") from error
+        raise IngestError(f"{name}: cannot read this EPUB ({one_line(error)})") from error
 
     builder = DocumentBuilder("\n\n")
     chapter = None

@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 
 from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
 from megadoc.pipeline.ingest.text import decode_text
+
+# QMSum's annotation tags: 9.8% of the characters of its val transcripts, in none of its 272 reference
+# answers. Ingestion, training rows and the SCROLLS loader all drop them.
+_ANNOTATION = re.compile(r"\{(?:disfmarker|vocalsound|nonvocalsound|gap|pause|comment)\}")
+
+
+def turn_text(speaker: str | None, content: str) -> str:
+    """One meeting turn as megadoc reads it: `Speaker: words`, whitespace collapsed, annotation tags
+    removed; "" for a turn with no words."""
+    words = " ".join(_ANNOTATION.sub(" ", content).split())
+    if not words:
+        return ""
+    return f"{speaker}: {words}" if speaker else words
+
+
+def format_transcript(turns: Iterable[dict[str, str]]) -> str:
+    """QMSum turns ({"speaker", "content"}) as one `Speaker: words` line per turn with words."""
+    return "\n".join(line for turn in turns if (line := turn_text(turn["speaker"], turn["content"])))
 
 
 def load_meeting(data: bytes, source: str) -> Document:
@@ -26,9 +46,9 @@ def load_meeting(data: bytes, source: str) -> Document:
             malformed += 1
             continue
         speaker = " ".join(str(turn.get("speaker") or "").split()) or None
-        content = " ".join(turn["content"].split())
-        if content:
-            builder.add(f"{speaker}: {content}" if speaker else content, speaker=speaker)
+        line = turn_text(speaker, turn["content"])
+        if line:
+            builder.add(line, speaker=speaker)
     if malformed:
         warnings.append(f'{name}: {malformed} turn(s) without a "content" string skipped')
     if builder.is_empty:

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 from pypdf import PdfReader
 
-from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label, summarize
+from megadoc.display import one_line
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
 
 MAX_PAGES = 200_000  # a 10M-token book has ~25K pages; more means a broken or hostile page tree
 _EMPTY_PAGES_WARNING_FRACTION = 0.1
@@ -39,7 +40,7 @@ def load_pdf(data: bytes, source: str, password: str | None = None) -> Document:
     except IngestError:
         raise
     except Exception as error:  # see above
-        raise IngestError(f"{name}: cannot read this PDF ({summarize(error)})") from error
+        raise IngestError(f"{name}: cannot read this PDF ({one_line(error)})") from error
 
     if page_count == 0:
         raise IngestError(f"{name} has no pages")
@@ -79,7 +80,7 @@ def _page_text(reader: PdfReader, index: int, name: str, warnings: list[str]) ->
     try:
         text = reader.pages[index].extract_text()
     except Exception as error:  # same reason as in load_pdf
-        warnings.append(f"{name}: p. {index + 1} skipped, its text cannot be read ({summarize(error)})")
+        warnings.append(f"{name}: p. {index + 1} skipped, its text cannot be read ({one_line(error)})")
         return ""
     return text.translate(_LIGATURES).replace("\x00", "").strip()
 
@@ -97,7 +98,7 @@ def _chapter_per_page(reader: PdfReader, page_count: int, name: str, warnings: l
             if page is not None and 0 <= page < page_count and title:
                 starts.append((page, title))
     except Exception as error:  # an unreadable outline only costs the chapter names
-        warnings.append(f"{name}: outline (bookmarks) unreadable, no chapter names ({summarize(error)})")
+        warnings.append(f"{name}: outline (bookmarks) unreadable, no chapter names ({one_line(error)})")
         return chapters
     first_on_page: dict[int, str] = {}
     last_on_page: dict[int, str] = {}

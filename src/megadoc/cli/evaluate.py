@@ -1,0 +1,353 @@
+"""`megadoc eval ppl|copy|who|scrolls|compare`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from megadoc.cli.common import (
+    DEFAULT_NO_REPEAT_NGRAM,
+    DeviceOption,
+    MaxTokensOption,
+    ModelOption,
+    NoRepeatOption,
+    RecallOption,
+    UsageError,
+    eval_app,
+    generation,
+    load,
+    stderr,
+    stdout,
+    user_errors,
+)
+from megadoc.display import one_line
+from megadoc.pipeline import registry
+from megadoc.pipeline.progress import ProgressBar
+from megadoc.pipeline.session import Reader
+
+
+@eval_app.command("ppl")
+def eval_ppl(
+    files: Annotated[list[str], typer.Argument(help="Held-out texts (any format `ask` reads), never trained on.")],
+    context: Annotated[str, typer.Option(help="Comma-separated context lengths in tokens.")] = "1024,4096,16384,65536",
+    model: ModelOption = registry.DEFAULT_MODEL,
+    device: DeviceOption = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
+) -> None:
+    """Bits per byte at each context length, on the same final tokens of each text.
+
+    Let T be the smallest context length given. At context length N, a fresh state reads BOS and
+    the last N tokens of a text; the loss counted is the loss on the text's final T tokens only,
+    so every N scores the same tokens and differs only in how much text came before them. Bits per
+    byte = summed loss in nats / ln 2 / UTF-8 bytes of those tokens' text, over every text of at
+    least N tokens (shorter texts are left out at that N; the output says how many were used).
+
+    Example: megadoc eval ppl heldout/*.txt --context 1024,4096,16384,65536 --json
+    """
+    from megadoc.evals.perplexity import bits_per_byte
+
+    with user_errors():
+        contexts = _context_lengths(context)
+        texts = [load(source, None).text for source in files]
+        loaded = registry.load(model, registry.choose_device(device))
+        results = bits_per_byte(loaded.model, loaded.tokenizer, texts, contexts)
+    if as_json:
+        row = {
+            "model": loaded.name,
+            "files": files,
+            "target_tokens": min(contexts),
+            "results": [r.to_dict() for r in results],
+        }
+        sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table(caption=f"loss on the final {min(contexts):,} tokens of each text")
+    for column in ("context", "bits/byte", "texts", "bytes"):
+        table.add_column(column, justify="right")
+    for r in results:
+        value = "n/a (no text that long)" if r.bits_per_byte is None else f"{r.bits_per_byte:.4f}"
+        table.add_row(f"{r.context:,}", value, str(r.texts), f"{r.bytes:,}")
+    stdout.print(table)
+
+
+def _context_lengths(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--context takes comma-separated whole numbers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError("--context needs at least one positive length")
+    return sorted(set(values))
+
+
+@eval_app.command("copy")
+def eval_copy(
+    files: Annotated[list[str], typer.Argument(help="Texts to take passages from (any format `ask` reads).")],
+    passage_tokens: Annotated[int, typer.Option(help="Tokens per passage (read twice in one attention chunk).")] = 256,
+    passages: Annotated[int, typer.Option(help="Passages per text, evenly spaced.")] = 8,
+    model: ModelOption = registry.DEFAULT_MODEL,
+    device: DeviceOption = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")] = False,
+) -> None:
+    """The repeat test: loss on passages read once, then read again right after.
+
+    A model that copies from what its attention holds (as answering from recalled passages needs)
+    scores the second reading far below the first; one that cannot scores them alike.
+
+    Example: megadoc eval copy heldout/*.txt --json
+    """
+    from megadoc.evals.perplexity import repeat_loss
+
+    with user_errors():
+        texts = [load(source, None).text for source in files]
+        loaded = registry.load(model, registry.choose_device(device))
+        try:
+            result = repeat_loss(loaded.model, loaded.tokenizer, texts, passage_tokens, passages)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if as_json:
+        sys.stdout.write(json.dumps({"model": loaded.name, "files": files, **result.to_dict()}) + "\n")
+        return
+    table = Table(caption=f"{result.passages} passages of {result.passage_tokens} tokens")
+    for column in ("first reading (nats/token)", "second reading", "gain"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{result.first:.3f}", f"{result.second:.3f}", f"{result.first - result.second:.3f}")
+    stdout.print(table)
+
+
+@eval_app.command("who")
+def eval_who(
+    books: Annotated[Path, typer.Option(help="Folder of the books (<name>.txt or <name>.txt.gz), e.g. shared books/.")],
+    questions: Annotated[
+        Path | None, typer.Option(help="Questions JSON (default: megadoc's own, about held-out novels).")
+    ] = None,
+    model: ModelOption = registry.DEFAULT_MODEL,
+    device: DeviceOption = "auto",
+    recall: RecallOption = True,
+    max_tokens: MaxTokensOption = 24,
+    no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.")] = False,
+) -> None:
+    """Who-questions about novels: does the answer name the right character? Beside the model, the
+    floor of naming the book's most frequent character in the recalled passages, and how often
+    those passages name a right answer at all.
+
+    Example: megadoc eval who --books ../shared/data/books --json
+    """
+    from megadoc.evals.who import load_questions, run_who
+
+    with user_errors():
+        try:
+            asked = load_questions(questions)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise UsageError(f"{questions}: not a who-questions file ({one_line(error)})") from None
+        loaded = registry.load(model, registry.choose_device(device))
+        reader = Reader(loaded, cache=None)
+        config = generation(max_tokens, 0.0, None, no_repeat_ngram)
+        try:
+            with ProgressBar(stderr, "questions", unit="questions") as bar:
+                results = run_who(reader, books, asked, config, recall, on_progress=bar.update)
+        except FileNotFoundError as error:
+            raise UsageError(one_line(error)) from None
+    correct = sum(r.correct for r in results)
+    floor = sum(r.floor_correct for r in results)
+    in_evidence = sum(r.in_evidence for r in results)
+    if as_json:
+        row = {
+            "model": loaded.name,
+            "recall": recall,
+            "no_repeat_ngram": no_repeat_ngram,
+            "count": len(results),
+            "correct": correct,
+            "floor_correct": floor,
+            "in_evidence": in_evidence,
+            "results": [r.to_dict() for r in results],
+        }
+        sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table(
+        caption=f"{loaded.name} ({'recall' if recall else 'plain'}): {correct} of {len(results)} right; "
+        f"most frequent name in the recalled passages: {floor}; "
+        f"a right name is in those passages: {in_evidence}"
+    )
+    for column in ("question", "answer", "right", "floor", "in passages"):
+        table.add_column(column)
+    for r in results:
+        floor_cell = f"{r.floor_answer} ({'yes' if r.floor_correct else 'no'})"
+        table.add_row(r.question, r.answer, "yes" if r.correct else "no", floor_cell, "yes" if r.in_evidence else "no")
+    stdout.print(table)
+
+
+@eval_app.command("scrolls")
+def eval_scrolls(
+    task: Annotated[str, typer.Option(help="narrativeqa, qasper or qmsum.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="The task's files: QMSum meeting JSON folder, NarrativeQA folder (documents.csv, "
+            "qaps.csv, stories), Qasper JSON file or folder, or a SCROLLS .jsonl file."
+        ),
+    ],
+    split: Annotated[str, typer.Option(help="Split, for the original NarrativeQA and Qasper files.")] = "validation",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N examples.")] = None,
+    model: ModelOption = registry.DEFAULT_MODEL,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="megadoc, lead (the first 10 sentences: a floor), majority (the most frequent training "
+            "answer: a QA floor), hf (a Hugging Face model dir) or vllm."
+        ),
+    ] = "megadoc",
+    train_data: Annotated[
+        Path | None,
+        typer.Option(help="Training examples for --engine majority (default: --data's train split)."),
+    ] = None,
+    recall: RecallOption = True,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="Answer length (default by task).")
+    ] = None,
+    device: DeviceOption = "auto",
+    no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
+    out: Annotated[
+        Path | None, typer.Option(help="Per-example JSONL (resumable); default scrolls-<task>-<model>-<mode>.jsonl.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the Markdown table.")] = False,
+) -> None:
+    """Score a model on a SCROLLS task with the official metrics; our row beside the paper's.
+
+    Example: megadoc eval scrolls --task qmsum --data data/qmsum/val --limit 20
+    """
+    from megadoc.evals.metrics import TASKS
+    from megadoc.evals.report import results_table
+    from megadoc.evals.runner import run_eval
+
+    with user_errors():
+        if task not in TASKS:
+            raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+        examples = _scrolls_examples(task, data, split)
+        if engine == "majority":
+            predictor, name = _majority_predictor(task, train_data or data)
+        else:
+            predictor, name = _predictor(engine, model, device, recall, max_tokens, no_repeat_ngram)
+        target = out or Path(f"scrolls-{task}-{Path(name).name}.jsonl".replace(" ", "-"))
+        with ProgressBar(stderr, "examples", unit="examples") as bar:
+            summary = run_eval(task, examples, predictor, target, limit=limit, on_progress=bar.update)
+    if as_json:
+        row = {
+            "task": task,
+            "model": name,
+            "engine": engine,
+            "recall": recall if engine == "megadoc" else None,
+            "no_repeat_ngram": no_repeat_ngram if engine == "megadoc" else None,
+            "count": summary.count,
+            "score": summary.score,
+            "metrics": summary.metrics,
+            "seconds": summary.seconds,
+            "out": str(target),
+        }
+        sys.stdout.write(json.dumps(row) + "\n")
+        return
+    sys.stdout.write(results_table({name: {task: summary.score}}))
+    stderr.print(f"{summary.count} examples, {summary.seconds:.1f} s; per-example rows in {target}", style="dim")
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: Annotated[Path, typer.Argument(help="Per-example JSONL of run A (from `eval scrolls --out`).")],
+    run_b: Annotated[Path, typer.Argument(help="Per-example JSONL of run B.")],
+    task: Annotated[str, typer.Option(help="narrativeqa, qasper or qmsum.")],
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Is A better than B? Both scores on their shared examples and a paired bootstrap 95% interval of A - B.
+
+    Example: megadoc eval compare qmsum-recall.jsonl qmsum-plain.jsonl --task qmsum
+    """
+    from megadoc.evals.metrics import TASKS
+    from megadoc.evals.report import paired_bootstrap
+
+    with user_errors():
+        if task not in TASKS:
+            raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+        rows_a, rows_b = _run_metrics(run_a), _run_metrics(run_b)
+        try:
+            result = paired_bootstrap(task, rows_a, rows_b, resamples=resamples)
+        except (ValueError, KeyError) as error:
+            raise UsageError(f"cannot compare {run_a} and {run_b}: {one_line(error)}") from None
+    if as_json:
+        sys.stdout.write(json.dumps({**asdict(result), "difference": result.difference}) + "\n")
+        return
+    sys.stdout.write(
+        f"{result.count} shared examples: A {result.score_a:.2f}, B {result.score_b:.2f}, "
+        f"A - B {result.difference:+.2f} (95% interval {result.low:+.2f} to {result.high:+.2f})\n"
+    )
+
+
+def _run_metrics(path: Path) -> dict[str, dict[str, float]]:
+    """Example id -> metrics from a per-example JSONL."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {row["id"]: row["metrics"] for row in rows}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UsageError(f"{path}: not a per-example results file ({one_line(error)})") from None
+
+
+def _scrolls_examples(task: str, data: Path, split: str) -> list:
+    from megadoc.evals import scrolls
+
+    try:
+        if data.suffix == ".jsonl":
+            return scrolls.load_scrolls_jsonl(data, task)
+        if task == "qmsum":
+            return scrolls.load_qmsum(data)
+        if task == "narrativeqa":
+            return scrolls.load_narrativeqa(data, split)
+        return scrolls.load_qasper(data, split)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{data}: cannot load {task} examples ({one_line(error)})") from None
+
+
+def _majority_predictor(task: str, train_data: Path):
+    from megadoc.evals.baselines import MajorityAnswerBaseline
+
+    train = _scrolls_examples(task, train_data, "train")
+    try:
+        baseline = MajorityAnswerBaseline.from_examples(train)
+    except ValueError:
+        raise UsageError(
+            f"--engine majority needs training answers: none in the train split of {train_data} (see --train-data)"
+        ) from None
+    return baseline, f"majority answer ({baseline.answer!r})"
+
+
+def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: int | None, no_repeat_ngram: int):
+    if engine == "megadoc":
+        from megadoc.evals.predictor import MegalodonPredictor
+
+        loaded = registry.load(model, registry.choose_device(device))
+        reader = Reader(loaded, cache=None)
+        predictor = MegalodonPredictor(reader, recall, max_tokens, no_repeat_ngram)
+        return predictor, f"{loaded.name} ({'recall' if recall else 'plain'})"
+    if engine == "lead":
+        from megadoc.evals.baselines import LeadBaseline
+
+        return LeadBaseline(), "lead-10 (first 10 sentences)"
+    if engine not in ("hf", "vllm"):
+        raise UsageError(f"--engine must be megadoc, lead, majority, hf or vllm, not {engine!r}")
+    if not Path(model).is_dir():
+        raise UsageError(f"--engine {engine} needs --model DIR (a Hugging Face model directory)")
+    from megadoc.evals.baselines import HFPredictor, VLLMPredictor
+
+    try:
+        if engine == "hf":
+            return HFPredictor(
+                model, max_new_tokens=max_tokens or 128, device=str(registry.choose_device(device))
+            ), model
+        return VLLMPredictor(model, max_new_tokens=max_tokens or 128), model
+    except (ImportError, OSError, ValueError) as error:
+        raise UsageError(f"--engine {engine}: {one_line(error)}") from None

@@ -1,0 +1,150 @@
+"""What the tests share besides fixtures (those are in conftest.py): where ../shared is
+($MEGADOC_SHARED), the GPU-only and oracle marks, the relative error of METHOD.md, kernel inputs,
+the CLI run in-process, and real input files (PDFs written with fpdf2, WebVTT and SRT captions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from fpdf import FPDF
+from typer.testing import CliRunner
+
+from megadoc.cli import app
+from megadoc.kernels.timestep_norm import NormStats
+
+DATA = Path(__file__).parent / "data"
+AUSTEN = (DATA / "austen_persuasion_excerpt.txt").read_text(encoding="utf-8")
+SHARED = Path(os.environ.get("MEGADOC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+ORACLE = SHARED / "oracle"
+SHARED_DATA = SHARED / "data"
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Relative error allowed: a few roundings of float32 arithmetic; one rounding to bf16.
+TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_oracle = pytest.mark.skipif(not ORACLE.is_dir(), reason=f"the authors' golden outputs are not at {ORACLE}")
+
+
+def seed_for(case: tuple) -> int:
+    """A seed of its own for each parametrized case, the same in every run and Python."""
+    return zlib.crc32(repr(case).encode()) % 1000
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64 on the CPU (complex tensors as their real pairs); out must be finite."""
+    out, ref = (torch.view_as_real(t) if t.is_complex() else t for t in (out.detach().cpu(), ref.detach().cpu()))
+    out, ref = out.double(), ref.double()
+    assert torch.isfinite(out).all()
+    return ((out - ref).norm() / ref.norm().clamp(min=1e-30)).item()
+
+
+def cema_params(dim: int, ndim: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Random CEMA parameters (alpha, delta, theta, gamma, omega) spread like the release's
+    initialisation (gamma with an imaginary part)."""
+    return (
+        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
+        torch.randn(dim, ndim, 1, generator=gen) * 0.2,
+        torch.randn(dim, 1, 1, generator=gen) * 2,
+        torch.randn(dim, ndim, 2, generator=gen),
+        torch.randn(dim, 1, generator=gen) * 0.25,
+    )
+
+
+def timestep_norm_inputs(
+    batch: int,
+    length: int,
+    dim: int,
+    groups: int,
+    padding: bool,
+    count: int,
+    dtype: torch.dtype,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, NormStats, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x, stats, weight, bias, padding mask) on DEVICE: x offset from zero (sums about a shift must not
+    cancel), statistics fresh or carried (`count` tokens before the span, a different count per row)."""
+    x = (torch.randn(batch, length, dim, generator=gen) * 3 + 5).to(dtype)
+    if count:
+        stats = NormStats(
+            torch.full((batch,), count, dtype=torch.int64) + torch.arange(batch),
+            torch.randn(batch, groups, generator=gen) + 5,
+            torch.rand(batch, groups, generator=gen) + 8,
+        )
+    else:
+        stats = NormStats(torch.zeros(batch, dtype=torch.int64), torch.zeros(batch, groups), torch.ones(batch, groups))
+    weight, bias = torch.randn(dim, generator=gen) * 0.1, torch.randn(dim, generator=gen) * 0.1
+    mask = torch.rand(batch, length, generator=gen) < 0.3 if padding else None
+    stats = NormStats(stats.count.to(DEVICE), stats.mean.to(DEVICE), stats.var.to(DEVICE))
+    return x.to(DEVICE), stats, weight.to(DEVICE), bias.to(DEVICE), None if mask is None else mask.to(DEVICE)
+
+
+def run_cli(*args: str | Path, stdin: str | bytes | None = None):
+    """`megadoc ARGS` in-process; the result has exit_code, stdout and stderr apart."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
+
+
+def assert_one_line_error(result, *phrases: str) -> None:
+    """Exit status 1, a single `error: ...` line on stderr holding every phrase, no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.stdout, result.stderr, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not an uncaught exception
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    assert result.stdout == ""
+
+
+def json_rows(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def austen_paragraphs(count: int, start: int = 0) -> list[str]:
+    """Real prose: `count` paragraphs of the Persuasion excerpt (each on one line)."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", AUSTEN) if len(p.split()) > 20]
+    return paragraphs[start : start + count]
+
+
+def write_pdf(path: Path, pages: list[str | None], **encryption: object) -> Path:
+    """One page per item (None: a blank page, as a scan without a text layer reads)."""
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=11)
+    for text in pages:
+        pdf.add_page()
+        if text is not None:
+            pdf.multi_cell(0, 5, text.encode("latin-1", "replace").decode("latin-1"))
+    if encryption:
+        pdf.set_encryption(**encryption)
+    pdf.output(str(path))
+    return path
+
+
+def _clock(seconds: float, comma: bool) -> str:
+    whole = int(seconds)
+    millis = f"{int(round((seconds - whole) * 1000)):03d}"
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}{',' if comma else '.'}{millis}"
+
+
+def write_vtt(path: Path, cues: list[tuple[str, str]], seconds_each: float = 7.5) -> Path:
+    """WebVTT with one cue per (speaker, text), voice-tagged as meeting captions are."""
+    lines = ["WEBVTT", ""]
+    for i, (speaker, text) in enumerate(cues):
+        lines += [
+            f"{_clock(i * seconds_each, False)} --> {_clock((i + 1) * seconds_each, False)}",
+            f"<v {speaker}>{text}",
+            "",
+        ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def write_srt(path: Path, texts: list[str], seconds_each: float = 5.0) -> Path:
+    lines = []
+    for i, text in enumerate(texts, start=1):
+        lines += [str(i), f"{_clock((i - 1) * seconds_each, True)} --> {_clock(i * seconds_each, True)}", text, ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
