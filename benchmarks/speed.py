@@ -17,7 +17,6 @@ import argparse
 import functools
 import gc
 import json
-import os
 import sys
 import time
 import traceback
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from megadoc.engine import MegalodonConfig
+from megadoc.kernels import select_backend
 
 PARTS = ("ceilings", "kernels", "decode_kernels", "prefill", "decode", "refresh", "llama", "profile")
 
@@ -114,7 +114,8 @@ def build_megalodon(cfg: MegalodonConfig):
 
 
 def set_path(path: str) -> None:
-    os.environ["MEGADOC_KERNELS"] = path
+    """triton: the Triton kernels (the "auto" backend on CUDA); reference: the plain-PyTorch references."""
+    select_backend("auto" if path == "triton" else "reference")
 
 
 def time_read(model, length: int, batch: int = 1) -> dict[str, float]:
@@ -283,8 +284,8 @@ def profile_chunk(model, results: dict) -> None:
 def bench_kernels(ceil: dict, results: dict) -> None:
     """Each kernel vs its reference at the 7B's shapes (one 4096-token chunk, batch 1), and its floor."""
     from megadoc.kernels import attention, attention_triton, cema, timestep_norm
-    from megadoc.kernels.cema_triton import cema_triton
-    from megadoc.kernels.timestep_norm_triton import timestep_norm_triton
+    from megadoc.kernels.cema.triton import cema_triton
+    from megadoc.kernels.timestep_norm.triton import timestep_norm_triton
 
     cfg = MegalodonConfig.preset("7b")
     length, d, n, g = cfg.chunk_size, cfg.model_dim, cfg.cema_ndim, cfg.norm_num_groups
@@ -390,7 +391,7 @@ def bench_norm_step(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, floa
     """The decoder's one-token timestep norm (in place, as StaticDecoder calls it), 33 calls per
     CUDA graph as in one 7B step: the reference's float64 kernels vs the Triton kernel (us per call)."""
     from megadoc.kernels.timestep_norm import NormStats, timestep_norm_step
-    from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton
+    from megadoc.kernels.timestep_norm.triton import timestep_norm_step_triton
 
     d, g, calls = cfg.model_dim, cfg.norm_num_groups, cfg.num_layers + 1  # each layer's and the final norm
     w, b = torch.randn(d, device="cuda") * 0.1, torch.randn(d, device="cuda") * 0.1
@@ -423,7 +424,7 @@ def bench_decode_attention(cfg: MegalodonConfig, bw: float, sets: int = 4) -> di
     split-K kernel and its tiles. Times per call inside a CUDA graph that cycles over `sets` buffer
     sets, so that repeated calls do not read L2."""
     from megadoc.kernels.attention import decode_attention
-    from megadoc.kernels.attention_triton import decode_attention_triton
+    from megadoc.kernels.attention.triton import decode_attention_triton
 
     heads, zh, vh, slots = cfg.num_heads, cfg.head_z_dim, cfg.head_value_dim, cfg.chunk_size
     set_path("reference")
@@ -509,11 +510,11 @@ def _linear_calls(
 
 def bench_fused_linear(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, Any]]:
     """The decoding step's weight reads (7B shapes, batch 1 and 8): the reference (cuBLAS and one
-    kernel per elementwise step, what the model ran before) vs kernels/linear_triton.py and its tiles,
+    kernel per elementwise step, what the model ran before) vs kernels/linear/triton.py and its tiles,
     per call inside a CUDA graph that cycles over enough weight sets to miss L2. Ends with the sum
     over one step (each shape times its calls) for the reference, the default and the best tiles."""
-    from megadoc.kernels.linear import fused_linear_reference
-    from megadoc.kernels.linear_triton import fused_linear_triton
+    from megadoc.kernels.linear.reference import fused_linear as fused_linear_reference
+    from megadoc.kernels.linear.triton import fused_linear_triton
 
     rows: dict[str, dict[str, Any]] = {}
     for batch in (1, 8):

@@ -1,9 +1,9 @@
-"""Where a training step of `mini` spends its time: `python -m benchmarks.train_profile [ROWS]`.
+"""Where a training step of `mini` spends its time: `python -m benchmarks.train_profile [ROWS] [BACKEND]`.
 
 Random initial weights and random tokens, ROWS x 16,384 tokens (default 8), bf16 autocast, fused
-AdamW, as engine.train runs. Prints the step time, tokens/s and peak memory over 5 steps after 3
-warm-up steps, then torch.profiler's table of two steps. MEGADOC_KERNELS=reference times the
-differentiable references instead of the Triton kernels. Needs CUDA.
+AdamW, as training.loop runs. Prints the step time, tokens/s and peak memory over 5 steps after 3
+warm-up steps, then torch.profiler's table of two steps. BACKEND `reference` times the
+differentiable references instead of the Triton kernels (`auto`, the default). Needs CUDA.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from megadoc.engine import Megalodon, MegalodonConfig
+from megadoc.kernels import backend
 
 SEQ_LEN = 16384
 
@@ -52,4 +53,5 @@ def main(rows: int = 8) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 8)
+    with backend(sys.argv[2] if len(sys.argv) > 2 else "auto"):
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 8)

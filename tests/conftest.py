@@ -1,4 +1,5 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from megadoc.engine import Megalodon, MegalodonConfig, Tokenizer, train_tokenizer  # noqa: E402
+from megadoc.kernels import backend  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -43,7 +45,8 @@ def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def reference_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+def reference_kernels() -> Iterator[None]:
     """The kernels' entry points run their references, on CUDA too (where they would run the Triton
     kernels being checked against them)."""
-    monkeypatch.setenv("MEGADOC_KERNELS", "reference")
+    with backend("reference"):
+        yield

@@ -1,4 +1,4 @@
-"""The Triton backward of chunk attention (`chunk_attention_autograd`, kernels/attention_triton.py)
+"""The Triton backward of chunk attention (`chunk_attention_autograd`, kernels/attention/triton.py)
 against autograd through the reference `chunk_attention`.
 
 Without a GPU the kernels run under triton's interpreter on small shapes, against the reference in
@@ -12,9 +12,12 @@ import torch
 
 pytest.importorskip("triton")
 
-from megadoc.kernels import attention  # noqa: E402
+from megadoc.kernels import (
+    attention,  # noqa: E402
+    backend,  # noqa: E402
+)
 from megadoc.kernels.attention import chunk_attention  # noqa: E402
-from megadoc.kernels.attention_triton import chunk_attention_autograd, chunk_attention_triton  # noqa: E402
+from megadoc.kernels.attention.triton import chunk_attention_autograd, chunk_attention_triton  # noqa: E402
 from tests.helpers import DEVICE, needs_cuda, rel_err, seed_for  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reference_kernels")
@@ -217,14 +220,12 @@ def test_backward_memory():
 def test_dispatch_cuda_and_autocast(monkeypatch):
     """On CUDA a recorded gradient runs the Function; under bf16 autocast float32 inputs are cast
     as the reference's einsums would be, and their gradients come back in float32."""
-    monkeypatch.setenv("MEGADOC_KERNELS", "triton")
     q, k, v, grad = random_inputs(2, 100, 100, 2, 64, 384, torch.float32, seed=2)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with backend("auto"), torch.autocast("cuda", dtype=torch.bfloat16):
         out = chunk_attention(*leaves)
     assert out.grad_fn.name() == FUNCTION and out.dtype == torch.bfloat16
     out.backward(grad.bfloat16())
-    monkeypatch.setenv("MEGADOC_KERNELS", "reference")
     ref = output_and_grads(chunk_attention, *(t.bfloat16().double() for t in (q, k, v, grad)))
     for g, r in zip([out, *(t.grad for t in leaves)], ref, strict=True):
         assert rel_err(g, r) < TOL[torch.bfloat16]

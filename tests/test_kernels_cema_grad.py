@@ -1,4 +1,4 @@
-"""The CEMA's Triton backward (`cema_triton_autograd`, kernels/cema_triton.py) against autograd through
+"""The CEMA's Triton backward (`cema_triton_autograd`, kernels/cema/triton.py) against autograd through
 the references, and `cema`'s dispatch to it.
 
 Without a GPU the kernels run under triton's interpreter on CPU tensors and small shapes: gradients for
@@ -11,10 +11,12 @@ import torch
 
 pytest.importorskip("triton")
 
+from megadoc.kernels import backend  # noqa: E402
 from megadoc.kernels import cema as cema_module  # noqa: E402
-from megadoc.kernels import cema_triton as cema_triton_module  # noqa: E402
-from megadoc.kernels.cema import cema, cema_chunked, cema_coefficients, cema_sequential  # noqa: E402
-from megadoc.kernels.cema_triton import cema_triton, cema_triton_autograd  # noqa: E402
+from megadoc.kernels.cema import cema, cema_coefficients  # noqa: E402
+from megadoc.kernels.cema import triton as cema_triton_module  # noqa: E402
+from megadoc.kernels.cema.reference import cema_chunked, cema_sequential  # noqa: E402
+from megadoc.kernels.cema.triton import cema_triton, cema_triton_autograd  # noqa: E402
 from tests.helpers import DEVICE, TOL, cema_params, needs_cuda, rel_err, seed_for  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reference_kernels")
@@ -114,15 +116,15 @@ def small_inputs(device):
 
 def test_cema_keeps_the_reference_on_cpu(monkeypatch):
     """CPU tensors run `cema_chunked`, gradient or not, even with the Triton kernels selected."""
-    monkeypatch.setenv("MEGADOC_KERNELS", "triton")
-    calls = spy_on_kernels(monkeypatch)
-    x, coeffs = small_inputs("cpu")
-    y, h = cema(x, coeffs)
-    y_ref, h_ref = cema_chunked(x, coeffs)
-    assert torch.equal(y, y_ref) and torch.equal(h, h_ref)
-    with torch.no_grad():
-        cema(x, coeffs)
-    assert calls == []
+    with backend("auto"):
+        calls = spy_on_kernels(monkeypatch)
+        x, coeffs = small_inputs("cpu")
+        y, h = cema(x, coeffs)
+        y_ref, h_ref = cema_chunked(x, coeffs)
+        assert torch.equal(y, y_ref) and torch.equal(h, h_ref)
+        with torch.no_grad():
+            cema(x, coeffs)
+        assert calls == []
 
 
 def test_cema_dispatch_branches(monkeypatch):
@@ -144,14 +146,14 @@ def test_cema_dispatch_branches(monkeypatch):
 def test_cema_dispatch_on_cuda(monkeypatch):
     calls = spy_on_kernels(monkeypatch)
     x, coeffs = small_inputs(DEVICE)
-    cema(x, coeffs)  # MEGADOC_KERNELS=reference (the autouse fixture)
+    cema(x, coeffs)  # the "reference" backend (the module's fixture)
     assert calls == []
-    monkeypatch.setenv("MEGADOC_KERNELS", "triton")
-    y, _ = cema(x, coeffs)
-    assert calls == ["cema_triton_autograd"] and type(y.grad_fn).__name__ == "_CemaScanBackward"
-    with torch.no_grad():
-        cema(x, coeffs)
-    assert calls == ["cema_triton_autograd", "cema_triton"]
+    with backend("auto"):
+        y, _ = cema(x, coeffs)
+        assert calls == ["cema_triton_autograd"] and type(y.grad_fn).__name__ == "_CemaScanBackward"
+        with torch.no_grad():
+            cema(x, coeffs)
+        assert calls == ["cema_triton_autograd", "cema_triton"]
 
 
 # -- larger shapes on the GPU ----------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The fused linear kernel (kernels/linear_triton.py) against its reference, on fresh random inputs.
+"""The fused linear kernel (kernels/linear/triton.py) against its reference, on fresh random inputs.
 
 Without a GPU it runs under triton's interpreter on small shapes (conftest.py sets
 TRITON_INTERPRET=1); with one, the tests marked `gpu` add the 7B's and mini's decoding shapes. The
-reference is `fused_linear_reference` in float64 on the same inputs.
+reference is `linear.reference.fused_linear` in float64 on the same inputs.
 """
 
 import pytest
@@ -10,8 +10,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from megadoc.kernels.linear import MAX_FUSED_ROWS, fused_linear, fused_linear_reference  # noqa: E402
-from megadoc.kernels.linear_triton import fused_linear_triton  # noqa: E402
+from megadoc.kernels.linear import MAX_FUSED_ROWS, fused_linear  # noqa: E402
+from megadoc.kernels.linear.reference import fused_linear as fused_linear_reference  # noqa: E402
+from megadoc.kernels.linear.triton import fused_linear_triton  # noqa: E402
 from tests.helpers import DEVICE, needs_cuda, rel_err  # noqa: E402
 
 FUSIONS = {  # the model's uses: q/k and values, the gates, the residual adds, SwiGLU

@@ -1,4 +1,4 @@
-"""The one-pass norms (kernels/norm_triton.py), the fused q/k (normalized_qk) and the decoding
+"""The one-pass norms (kernels/norm/triton.py), the fused q/k (normalized_qk) and the decoding
 cache write (write_slot) against their references, on fresh random inputs: under triton's
 interpreter on the CPU, compiled on a GPU (the `gpu` tests add the 7B's shapes)."""
 
@@ -9,9 +9,9 @@ import torch.nn.functional as F
 pytest.importorskip("triton")
 
 from megadoc.kernels.attention import normalized_qk, rotation, write_slot  # noqa: E402
-from megadoc.kernels.attention_triton import normalized_qk_triton, write_slot_triton  # noqa: E402
+from megadoc.kernels.attention.triton import normalized_qk_triton, write_slot_triton  # noqa: E402
 from megadoc.kernels.norm import layer_norm, rms_norm  # noqa: E402
-from megadoc.kernels.norm_triton import row_norm_triton  # noqa: E402
+from megadoc.kernels.norm.triton import row_norm_triton  # noqa: E402
 from tests.helpers import DEVICE, needs_cuda, rel_err  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reference_kernels")

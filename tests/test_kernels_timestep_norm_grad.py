@@ -1,4 +1,4 @@
-"""The timestep norm's Triton backward (kernels/timestep_norm_triton.py) against autograd through the
+"""The timestep norm's Triton backward (kernels/timestep_norm/triton.py) against autograd through the
 reference, on fresh random inputs: under triton's interpreter on the CPU with small shapes, compiled
 on a GPU (the `gpu` tests add the mini's training shape). References run in float64 on the same
 device, except where a test says otherwise."""
@@ -8,10 +8,11 @@ import torch
 
 pytest.importorskip("triton")
 
+from megadoc.kernels import backend  # noqa: E402
 from megadoc.kernels import timestep_norm as timestep_norm_module  # noqa: E402
-from megadoc.kernels import timestep_norm_triton as triton_module  # noqa: E402
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm  # noqa: E402
-from megadoc.kernels.timestep_norm_triton import (  # noqa: E402
+from megadoc.kernels.timestep_norm import triton as triton_module  # noqa: E402
+from megadoc.kernels.timestep_norm.triton import (  # noqa: E402
     timestep_norm_triton,
     timestep_norm_triton_autograd,
 )
@@ -124,14 +125,14 @@ def test_timestep_norm_dispatch(monkeypatch, kernel_calls):
 
 def test_timestep_norm_dispatch_keeps_the_reference_off_cuda(monkeypatch, kernel_calls):
     """CPU tensors take the differentiable reference even with the Triton kernels allowed."""
-    monkeypatch.setenv("MEGADOC_KERNELS", "triton")
-    x, stats, weight, bias, _, _ = make_inputs(2, 9, 16, 4, False, 3, torch.float32, seed=2)
-    x, weight, bias = x.cpu(), weight.cpu(), bias.cpu()
-    stats = NormStats(stats.count.cpu(), stats.mean.cpu(), stats.var.cpu())
-    y, s = timestep_norm(x.requires_grad_(), stats, weight, bias)
-    with torch.no_grad():
-        timestep_norm(x, stats, weight, bias)
-    assert kernel_calls == [] and y.requires_grad and s.mean.requires_grad
+    with backend("auto"):
+        x, stats, weight, bias, _, _ = make_inputs(2, 9, 16, 4, False, 3, torch.float32, seed=2)
+        x, weight, bias = x.cpu(), weight.cpu(), bias.cpu()
+        stats = NormStats(stats.count.cpu(), stats.mean.cpu(), stats.var.cpu())
+        y, s = timestep_norm(x.requires_grad_(), stats, weight, bias)
+        with torch.no_grad():
+            timestep_norm(x, stats, weight, bias)
+        assert kernel_calls == [] and y.requires_grad and s.mean.requires_grad
 
 
 # -- larger shapes on the GPU ----------------------------------------------------------------
@@ -147,15 +148,15 @@ def test_timestep_norm_grad_mini_training_shape(monkeypatch, kernel_calls):
     for another summation order."""
     x, stats, weight, bias, _, dy = make_inputs(8, 16384, 384, 32, False, 0, torch.bfloat16, seed=8)
     y_ref, (dx_ref, dweight_ref, dbias_ref) = reference_grads(x, stats, weight, bias, None, dy, torch.float32)
-    monkeypatch.setenv("MEGADOC_KERNELS", "triton")
-    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
-    y, _ = timestep_norm(leaves[0], stats, *leaves[1:])
-    y.backward(dy)
-    assert kernel_calls == ["timestep_norm_triton_autograd"]
-    assert rel_err(y, y_ref) < TOL[torch.bfloat16]
-    assert rel_err(leaves[0].grad, dx_ref) < TOL[torch.bfloat16]
-    assert rel_err(leaves[1].grad, dweight_ref) < 1e-5
-    assert rel_err(leaves[2].grad, dbias_ref) < 1e-5
+    with backend("auto"):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        y, _ = timestep_norm(leaves[0], stats, *leaves[1:])
+        y.backward(dy)
+        assert kernel_calls == ["timestep_norm_triton_autograd"]
+        assert rel_err(y, y_ref) < TOL[torch.bfloat16]
+        assert rel_err(leaves[0].grad, dx_ref) < TOL[torch.bfloat16]
+        assert rel_err(leaves[1].grad, dweight_ref) < 1e-5
+        assert rel_err(leaves[2].grad, dbias_ref) < 1e-5
 
 
 @pytest.mark.gpu

@@ -3,7 +3,7 @@
 Without a GPU the kernels run under triton's interpreter (TRITON_INTERPRET=1, set by conftest.py
 before anything imports triton) on CPU tensors and small shapes; with one they run compiled, and the tests
 marked `gpu` add the 7B's shapes and the model end to end. References are computed in float64
-on the same device, with MEGADOC_KERNELS=reference so that the entry points run them on CUDA too.
+on the same device, under the "reference" backend so that the entry points run them on CUDA too.
 """
 
 import pytest
@@ -11,16 +11,18 @@ import torch
 
 pytest.importorskip("triton")
 
+from megadoc.kernels import backend  # noqa: E402
 from megadoc.kernels.attention import chunk_attention, decode_attention  # noqa: E402
-from megadoc.kernels.attention_triton import (  # noqa: E402
+from megadoc.kernels.attention.triton import (  # noqa: E402
     chunk_attention_sdpa,
     chunk_attention_triton,
     decode_attention_triton,
 )
-from megadoc.kernels.cema import cema_coefficients, cema_sequential, cema_step  # noqa: E402
-from megadoc.kernels.cema_triton import cema_step_triton, cema_triton  # noqa: E402
+from megadoc.kernels.cema import cema_coefficients, cema_step  # noqa: E402
+from megadoc.kernels.cema.reference import cema_sequential  # noqa: E402
+from megadoc.kernels.cema.triton import cema_step_triton, cema_triton  # noqa: E402
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step  # noqa: E402
-from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton, timestep_norm_triton  # noqa: E402
+from megadoc.kernels.timestep_norm.triton import timestep_norm_step_triton, timestep_norm_triton  # noqa: E402
 from tests.helpers import DEVICE, TOL, cema_params, needs_cuda, rel_err, seed_for, timestep_norm_inputs  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reference_kernels")
@@ -335,6 +337,6 @@ def test_model_dispatch_matches_reference(monkeypatch, dtype):
 
     with torch.no_grad():
         ref = logits()
-        monkeypatch.setenv("MEGADOC_KERNELS", "triton")
-        out = logits()
+        with backend("auto"):
+            out = logits()
     assert rel_err(out, ref) < (1e-4 if dtype == torch.float32 else 2e-2)

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from megadoc.engine import CheckpointError, Megalodon
 from megadoc.engine.checkpoint import convert_reference, read_reference_checkpoint
-from megadoc.kernels.cema import cema_chunked, cema_coefficients, cema_sequential
+from megadoc.kernels.cema import cema_coefficients
+from megadoc.kernels.cema.reference import cema_chunked, cema_sequential
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm
 from tests.helpers import ORACLE, needs_oracle, rel_err
 

@@ -1,33 +1,59 @@
 """Which implementation the kernels' entry points run: Triton on CUDA tensors, the references elsewhere.
 
+The choice is explicit: `with backend("reference"):` runs the plain-PyTorch references on the GPU
+too (the benchmarks' baseline, the kernel tests' ground truth); `backend("sdpa")` keeps every Triton
+kernel but forward attention, which runs PyTorch's SDPA (a speed comparison); `backend("auto")` is
+the default; `select_backend(name)` sets it without a block. The choice is process-wide (worker
+threads see it), not per thread.
+
 `use_triton` is for the forward-only kernels: while autograd records (training) their references
 run instead, being differentiable and computing the same function. `use_triton_autograd` is for the
 kernels that also have a Triton backward (an autograd.Function beside the kernel): they run on CUDA
 whether or not a gradient is being recorded; `records_grad` says whether a call needs that Function.
-
-`MEGADOC_KERNELS=reference` forces the plain-PyTorch references on the GPU too (the benchmark's
-baseline); it is read at every call so one process can time both paths.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
+BACKENDS = ("auto", "reference", "sdpa")
+_current = "auto"
 
-def _triton_allowed(x: torch.Tensor) -> bool:
-    return x.is_cuda and os.environ.get("MEGADOC_KERNELS", "triton") != "reference"
+
+@contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Run the kernels' entry points on `name` (one of BACKENDS) inside the block."""
+    before = _current
+    select_backend(name)
+    try:
+        yield
+    finally:
+        select_backend(before)
+
+
+def select_backend(name: str) -> None:
+    """Run the kernels' entry points on `name` from now on (a benchmark timing one path, then another)."""
+    global _current
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    _current = name
+
+
+def current_backend() -> str:
+    return _current
 
 
 def use_triton(x: torch.Tensor) -> bool:
-    """True when `x` lives on a CUDA device, no gradient is being recorded, and the references are not forced."""
-    return _triton_allowed(x) and not torch.is_grad_enabled()
+    """True when `x` lives on a CUDA device, no gradient is being recorded, and the references are not chosen."""
+    return use_triton_autograd(x) and not torch.is_grad_enabled()
 
 
 def use_triton_autograd(x: torch.Tensor) -> bool:
-    """True when `x` lives on a CUDA device and the references are not forced, gradient or not."""
-    return _triton_allowed(x)
+    """True when `x` lives on a CUDA device and the references are not chosen, gradient or not."""
+    return x.is_cuda and _current != "reference"
 
 
 def records_grad(*tensors: torch.Tensor | None) -> bool:

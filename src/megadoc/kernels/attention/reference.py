@@ -7,18 +7,13 @@ positions. Scores use scale 1 (the 1/sqrt(d) is folded into q upstream); q k^T i
 dtype, softmax in float32, probabilities cast back to v's dtype, as the authors' bf16 runs do.
 `decode_attention` is the decoding step's form: one query per row over a chunk's fixed-size key and
 value buffers, of which only the slots up to a device-side index are valid (a CUDA graph can replay
-it as that index moves). On CUDA tensors `chunk_attention` and `decode_attention` run
-kernels/attention_triton.py unless MEGADOC_KERNELS=reference (see kernels/dispatch.py); while a
-gradient is recorded (training), `chunk_attention` runs there as an autograd.Function whose backward
-is Triton kernels too.
+it as that index moves).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from megadoc.kernels.dispatch import records_grad, use_triton, use_triton_autograd
 
 
 def rotation(inv_freq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -40,11 +35,7 @@ def normalized_qk(
 ) -> torch.Tensor:
     """q and k from the shared projection z [B, T, h, zh]: each head's RMS norm in float32, q's and
     k's own affine (scale, shift [2, 1, 1, h, zh]), and the rotary of `rotations` [T, zh/2]; returned
-    stacked [2, B, T, h, zh] in z's dtype. On CUDA kernels/attention_triton.py does it in one kernel."""
-    if use_triton(z):
-        from megadoc.kernels.attention_triton import normalized_qk_triton
-
-        return normalized_qk_triton(z, shift, scale, rotations, eps)
+    stacked [2, B, T, h, zh] in z's dtype."""
     normed = F.rms_norm(z.float(), z.shape[-1:], eps=eps)
     return rotary(torch.addcmul(shift, normed, scale), rotations).to(z.dtype)
 
@@ -54,33 +45,12 @@ def write_slot(
 ) -> None:
     """Write one token's k [B, 1, h, dk] and v [B, 1, h, dv] into the decoding buffers
     [B, h, C, d] at `slot`, a one-element int64 device tensor (a CUDA graph replays it as it moves)."""
-    if use_triton(k):
-        from megadoc.kernels.attention_triton import write_slot_triton
-
-        write_slot_triton(k_buffer, v_buffer, k, v, slot)
-        return
     k_buffer[:, :, slot] = k.transpose(1, 2)
     v_buffer[:, :, slot] = v.transpose(1, 2)
 
 
 def chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q [B, Tq, h, dk], k [B, Tk, h, dk], v [B, Tk, h, dv] with Tq <= Tk -> [B, Tq, h, dv].
-
-    On CUDA (unless MEGADOC_KERNELS=reference): while a gradient is recorded for any of them, the
-    Triton kernels with their Triton backward, on inputs cast to the autocast dtype when autocast is
-    on (as the einsums below would be); with grad mode off, `chunk_attention_gpu` (MEGADOC_ATTENTION=sdpa
-    selects SDPA there). Otherwise this reference."""
-    if use_triton_autograd(q) and records_grad(q, k, v):
-        from megadoc.kernels.attention_triton import chunk_attention_autograd
-
-        if torch.is_autocast_enabled("cuda"):
-            dtype = torch.get_autocast_dtype("cuda")
-            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        return chunk_attention_autograd(q, k, v)
-    if use_triton(q):
-        from megadoc.kernels.attention_triton import chunk_attention_gpu
-
-        return chunk_attention_gpu(q, k, v)
+    """q [B, Tq, h, dk], k [B, Tk, h, dk], v [B, Tk, h, dv] with Tq <= Tk -> [B, Tq, h, dv]."""
     tq, tk = q.shape[1], k.shape[1]
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k).float()
     query_pos = torch.arange(tk - tq, tk, device=q.device)[:, None]
@@ -95,10 +65,6 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, last: to
 
     `last` is a one-element int64 device tensor (0 <= last < C). The numerics of `chunk_attention`;
     the slots after `last` get probability 0 (their values must be finite)."""
-    if use_triton(q):
-        from megadoc.kernels.attention_triton import decode_attention_triton
-
-        return decode_attention_triton(q, k, v, last)
     valid = torch.arange(k.shape[2], device=k.device) <= last
     scores = (q.transpose(1, 2) @ k.transpose(-1, -2)).float()  # [B, h, 1, C]
     scores = scores.masked_fill(~valid, float("-inf"))

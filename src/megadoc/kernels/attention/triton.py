@@ -45,8 +45,6 @@ the final normalized ones (as in the chunk kernel).
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
@@ -246,14 +244,6 @@ def chunk_attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> t
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=tq == tk, scale=1.0
     )
     return out.transpose(1, 2)
-
-
-def chunk_attention_gpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """What `chunk_attention` runs on CUDA with grad mode off: the Triton kernel, or SDPA with
-    MEGADOC_ATTENTION=sdpa."""
-    if os.environ.get("MEGADOC_ATTENTION", "triton") == "sdpa":
-        return chunk_attention_sdpa(q, k, v)
-    return chunk_attention_triton(q, k, v)
 
 
 # -- the backward: chunk attention in training ---------------------------------------------------

@@ -10,10 +10,6 @@ Three forms of the same function, as in flash-linear-attention's layout:
   boundaries) that runs fast on CPU and is the reference the Triton kernels must equal, gradients
   (its autograd) included.
 - `cema_step`: one decoding step.
-`cema` and `cema_step` are the entry points the model calls: on CUDA tensors they run the Triton
-kernels (kernels/cema_triton.py) unless MEGADOC_KERNELS=reference (see kernels/dispatch.py). `cema`
-has a Triton backward, so it runs them in training too; `cema_step` runs its reference while a
-gradient is being recorded.
 """
 
 from __future__ import annotations
@@ -22,8 +18,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-
-from megadoc.kernels.dispatch import records_grad, use_triton, use_triton_autograd
 
 
 @dataclass(frozen=True)
@@ -77,10 +71,6 @@ def cema_sequential(
 
 def cema_step(x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step. x [B, D] -> (y [B, D], new h [B, D, N])."""
-    if use_triton(x):
-        from megadoc.kernels.cema_triton import cema_step_triton
-
-        return cema_step_triton(x, coeffs, h)
     xs = x.to(coeffs.p.dtype)
     h = coeffs.q * h + coeffs.p * xs[..., None]
     y = (coeffs.g * h).real.sum(-1) + coeffs.omega * xs
@@ -149,17 +139,3 @@ def cema_chunked(
         pieces.append(y_rest)
     y = torch.cat(pieces, dim=1) if pieces else xs
     return y.to(x.dtype), h
-
-
-def cema(x: torch.Tensor, coeffs: CemaCoefficients, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """CEMA over a span with carried state: the Triton scan on CUDA (with its Triton backward while a
-    gradient is being recorded), `cema_chunked` elsewhere."""
-    if use_triton_autograd(x) and records_grad(x, h, coeffs.p, coeffs.log_q, coeffs.g, coeffs.omega):
-        from megadoc.kernels.cema_triton import cema_triton_autograd
-
-        return cema_triton_autograd(x, coeffs, h)
-    if use_triton(x):
-        from megadoc.kernels.cema_triton import cema_triton
-
-        return cema_triton(x, coeffs, h)
-    return cema_chunked(x, coeffs, h)

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from megadoc.kernels.cema import CemaCoefficients
+from megadoc.kernels.cema.reference import CemaCoefficients
 
 BLOCK_D = 32  # features per program: one warp, one feature per thread
 TARGET_PROGRAMS = 1024  # enough one-warp programs to keep every multiprocessor of an H100 busy

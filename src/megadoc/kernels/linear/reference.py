@@ -4,22 +4,14 @@ residual after.
     fused_linear(x, W, bias, silu=, up=, scale=, residual=)
         = silu?(scale * x @ W.T + bias) * (scale * x @ up.T) + residual   (each part optional)
 
-The reference below is the plain-PyTorch sequence the model always ran (cuBLAS for the products,
-one kernel per elementwise step, each rounded to x's dtype). With one to 16 rows on a CUDA device
-(decoding) `fused_linear` runs kernels/linear_triton.py: the whole expression in one pass over the
-weights, float32 inside, rounded once. At batch 1 a decoding step is little else than these weight
-reads, and cuBLAS's kernels for a single row read them at ~75% of the copy bandwidth
-(benchmarks/KERNELS-NOTES.md).
+The reference here is the plain-PyTorch sequence the model always ran (cuBLAS for the products,
+one kernel per elementwise step, each rounded to x's dtype).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from megadoc.kernels.dispatch import use_triton
-
-MAX_FUSED_ROWS = 16  # rows the Triton kernel takes (one 16-row tile of the matrix units); more go to cuBLAS
 
 
 def add_linear(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -30,7 +22,7 @@ def add_linear(acc: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torc
     return torch.addmm(acc.flatten(0, -2), x.flatten(0, -2), weight.t()).view(acc.shape)
 
 
-def fused_linear_reference(
+def fused_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
@@ -51,29 +43,3 @@ def fused_linear_reference(
     if up is not None:
         y = y * F.linear(x, up)
     return y if residual is None else y + residual
-
-
-def fused_linear(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    silu: bool = False,
-    up: torch.Tensor | None = None,
-    scale: torch.Tensor | None = None,
-    residual: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """silu?(scale * x @ weight.T + bias) * (scale * x @ up.T) + residual for x [..., K], weights
-    [N, K]; `scale` is shaped like x, `residual` like the output [..., N]."""
-    rows = x.numel() // x.shape[-1]
-    if (
-        use_triton(x)
-        and rows <= MAX_FUSED_ROWS
-        and x.dtype in (torch.bfloat16, torch.float16)
-        and x.dtype == weight.dtype
-        and not torch.is_autocast_enabled("cuda")
-    ):
-        from megadoc.kernels.linear_triton import fused_linear_triton
-
-        return fused_linear_triton(x, weight, bias, silu=silu, up=up, scale=scale, residual=residual)
-    return fused_linear_reference(x, weight, bias, silu=silu, up=up, scale=scale, residual=residual)

@@ -1,10 +1,7 @@
 """RMSNorm and LayerNorm of the last dim in float32, returned in the input's dtype.
 
 The model's norms take bf16 activations and float32 weights (a weight stored as an offset from 1
-is not exact in bf16), so in plain PyTorch each is three kernels: cast up, norm, cast down. On CUDA
-tensors kernels/norm_triton.py does the three in one pass. A single decoding row also escapes
-PyTorch's LayerNorm kernel, which gives one row one thread block (8.5 us per call at the 7B's
-4096 features on the H100, benchmarks/KERNELS-NOTES.md run 4).
+is not exact in bf16), so in plain PyTorch each is three kernels: cast up, norm, cast down.
 """
 
 from __future__ import annotations
@@ -12,22 +9,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from megadoc.kernels.dispatch import use_triton
-
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) * weight over the last dim, in float32; returned in x's dtype."""
-    if use_triton(x):
-        from megadoc.kernels.norm_triton import row_norm_triton
-
-        return row_norm_triton(x, weight, None, eps, center=False)
     return F.rms_norm(x.float(), x.shape[-1:], weight, eps).to(x.dtype)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
     """(x - mean) / sqrt(var + eps) * weight + bias over the last dim, in float32; returned in x's dtype."""
-    if use_triton(x):
-        from megadoc.kernels.norm_triton import row_norm_triton
-
-        return row_norm_triton(x, weight, bias, eps, center=True)
     return F.layer_norm(x.float(), x.shape[-1:], weight, bias, eps).to(x.dtype)

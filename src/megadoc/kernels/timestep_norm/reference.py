@@ -8,11 +8,6 @@ and is normalized with the statistics through itself. Padded tokens update nothi
 - `timestep_norm`: a span of tokens at once (prefix sums in float64 relative to the carried mean,
   so long streams keep their precision); the reference the Triton kernel must equal.
 - `timestep_norm_step`: one decoding token, the Welford update written out.
-On CUDA tensors both run the Triton kernels (kernels/timestep_norm_triton.py) unless
-MEGADOC_KERNELS=reference (see kernels/dispatch.py); while autograd records a gradient of x, weight
-or bias, `timestep_norm` runs the Triton forward with its Triton backward (an autograd.Function),
-the step its reference. On that path no gradient flows into the carried statistics nor out of the
-returned ones (they are buffers; the reference would differentiate them too).
 """
 
 from __future__ import annotations
@@ -20,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from megadoc.kernels.dispatch import records_grad, use_triton, use_triton_autograd
 
 
 @dataclass
@@ -74,14 +67,6 @@ def timestep_norm(
     padding_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, NormStats]:
     """x [B, L, D] -> (y [B, L, D] in x's dtype, statistics after the span)."""
-    if use_triton_autograd(x) and records_grad(x, weight, bias):
-        from megadoc.kernels.timestep_norm_triton import timestep_norm_triton_autograd
-
-        return timestep_norm_triton_autograd(x, stats, weight, bias, eps, padding_mask)
-    if use_triton(x):
-        from megadoc.kernels.timestep_norm_triton import timestep_norm_triton
-
-        return timestep_norm_triton(x, stats, weight, bias, eps, padding_mask)
     groups = stats.mean.shape[-1]
     m, v = _group_moments(x, groups)  # [B, L, G]
     valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -121,10 +106,6 @@ def timestep_norm_step(
 ) -> tuple[torch.Tensor, NormStats]:
     """One token per row: x [B, D] -> (y [B, D], updated statistics), the latter written into `out`
     when given (it may be `stats` itself: an in-place update)."""
-    if use_triton(x):
-        from megadoc.kernels.timestep_norm_triton import timestep_norm_step_triton
-
-        return timestep_norm_step_triton(x, stats, weight, bias, eps, out)
     m, v = _group_moments(x, stats.mean.shape[-1])
     c = 1.0 / (stats.count.to(torch.float64) + 1)[:, None]
     d = m - stats.mean

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from megadoc.kernels.timestep_norm import NormStats
+from megadoc.kernels.timestep_norm.reference import NormStats
 
 BLOCK_T = 64  # tokens per block
 STEP_TILE = 4096  # features per block of the one-token step (the 7B's D: one block)
