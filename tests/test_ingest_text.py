@@ -33,20 +33,21 @@ def test_encodings_are_detected(tmp_path, encoding):
     text = FRENCH + ("Guillemets “ainsi” – et l’euro €.\n" if encoding in ("cp1252", "utf-16") else "")
     doc = load_document(_write(tmp_path, "story.txt", text.encode(encoding)))
     assert doc.kind == "text" and doc.warnings == []
-    assert doc.text == text  # no BOM, no mojibake
+    assert doc.source_text == text  # no BOM, no mojibake
 
 
 def test_invalid_utf8_bytes_are_replaced_with_a_warning(tmp_path):
     data = FRENCH.encode() + b"broken \xff\xfe here and a cut sequence \xc3.\n" + FRENCH.encode()
     doc = load_document(_write(tmp_path, "damaged.txt", data))
-    assert doc.text.startswith(FRENCH) and doc.text.endswith(FRENCH)  # not decoded as Latin-1
+    assert doc.source_text.startswith(FRENCH) and doc.source_text.endswith(FRENCH)  # not decoded as Latin-1
     assert "broken \ufffd\ufffd here" in doc.text
     assert len(doc.warnings) == 1 and "damaged.txt" in doc.warnings[0] and "U+FFFD" in doc.warnings[0]
 
 
 def test_newlines_are_normalized_and_one_segment_covers_the_text(tmp_path):
     doc = load_document(_write(tmp_path, "notes.txt", b"one\r\ntwo\rthree\n"))
-    assert doc.text == "one\ntwo\nthree\n"
+    assert doc.source_text == "one\ntwo\nthree\n"
+    assert doc.text == "one two three"  # the model reads the wrapped lines joined
     assert [(s.start, s.end) for s in doc.segments] == [(0, len(doc.text))]
     assert doc.locate(0, 3) == ""
 
@@ -85,7 +86,7 @@ def test_markdown_sections_are_chapters(tmp_path):
 
 def test_gzipped_text(tmp_path):
     doc = load_document(_write(tmp_path, "story.txt.gz", gzip.compress(FRENCH.encode("latin-1"))))
-    assert doc.kind == "text" and doc.text == FRENCH
+    assert doc.kind == "text" and doc.source_text == FRENCH
 
 
 def test_a_real_book():

@@ -53,6 +53,9 @@ class Passage:
 
 @dataclass(frozen=True)
 class Citation:
+    """A cited passage: `char_start`/`char_end` are offsets of Document.source_text (the file as it
+    was, which the document view shows); `excerpt` is its normalized text, shortened."""
+
     label: str
     char_start: int
     char_end: int
@@ -95,7 +98,7 @@ class PassageIndex:
     ) -> PassageIndex:
         """Passages of about `size` tokens over `offsets[first_token:]` (the ids' character spans)."""
         passages = []
-        text = document.text
+        source = document.source_text  # line numbers are the file's, before normalization
         line, counted = 1, 0  # line number of `counted`, kept incrementally for the fallback label
         for start, end in _spans(document, offsets, size, first_token):
             char_start = min(s for s, _ in offsets[start:end])
@@ -103,8 +106,9 @@ class PassageIndex:
             if char_end > char_start:
                 label = document.locate(char_start, char_end)
                 if not label:
-                    line += text.count("\n", counted, char_start)
-                    counted = char_start
+                    source_start, _ = document.source_span(char_start, char_end)
+                    line += source.count("\n", counted, source_start)
+                    counted = source_start
                     label = f"line {line}"
                 passages.append(Passage(start, end, char_start, char_end, label))
         return cls(document, passages)
@@ -154,7 +158,8 @@ class PassageIndex:
                 continue
             excerpt = " ".join(self.text(passage).split())
             excerpt = excerpt if len(excerpt) <= 160 else excerpt[:157] + "..."
-            citations.append(Citation(passage.label, passage.char_start, passage.char_end, score, excerpt))
+            source_start, source_end = self.document.source_span(passage.char_start, passage.char_end)
+            citations.append(Citation(passage.label, source_start, source_end, score, excerpt))
             if len(citations) == limit:
                 break
         return citations

@@ -173,7 +173,7 @@ class ReaderApp(App[None]):
     def on_document_loaded(self, message: DocumentLoaded) -> None:
         document = message.document
         self.query_one("#document-pane").border_title = document.title or Path(self.source).name
-        self.query_one(DocumentView).show(document)
+        self.query_one(DocumentView).show(document.source_view())
         self.status.phase = "loading model"
         for text in document.warnings:
             self.notify(text, severity="warning")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from megadoc.pipeline.ingest.normalize import Normalized
 
 
 class IngestError(Exception):
@@ -27,7 +31,10 @@ class Segment:
 
 @dataclass
 class Document:
-    """Text plus sorted, non-overlapping segments; text between segments (separators) has no origin."""
+    """Text plus sorted, non-overlapping segments; text between segments (separators) has no origin.
+
+    `text` is what the model reads; where the loader normalized it, `origin` maps its spans back to
+    the original text (`source_text`), which line numbers count and the document view shows."""
 
     text: str
     segments: list[Segment]
@@ -35,6 +42,7 @@ class Document:
     kind: str
     title: str | None = None
     warnings: list[str] = field(default_factory=list)
+    origin: Normalized | None = None
 
     def __post_init__(self) -> None:
         previous_end = 0
@@ -78,6 +86,22 @@ class Document:
         if len(chapters) == 1:
             return f"ch. '{chapters[0]}'"
         return f"ch. '{chapters[0]}' to '{chapters[-1]}'"
+
+    @property
+    def source_text(self) -> str:
+        """The text as the file had it (before normalization)."""
+        return self.text if self.origin is None else self.origin.original
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        """The span of `source_text` that the span [start, end) of `text` came from."""
+        return (start, end) if self.origin is None else self.origin.to_original(start, end)
+
+    def source_view(self) -> Document:
+        """The document as the file had it: `source_text` with the segments on it (for display)."""
+        if self.origin is None:
+            return self
+        segments = [replace(s, start=a, end=b) for s in self.segments for a, b in [self.source_span(s.start, s.end)]]
+        return replace(self, text=self.origin.original, segments=segments, origin=None)
 
     def content_hash(self) -> str:
         """sha256 hex digest of the text; the state cache keys on it."""

@@ -11,6 +11,7 @@ from pypdf import PdfReader
 
 from megadoc.display import one_line
 from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
+from megadoc.pipeline.ingest.normalize import normalize_document
 
 MAX_PAGES = 200_000  # a 10M-token book has ~25K pages; more means a broken or hostile page tree
 _EMPTY_PAGES_WARNING_FRACTION = 0.1
@@ -60,7 +61,8 @@ def load_pdf(data: bytes, source: str, password: str | None = None) -> Document:
     builder = DocumentBuilder("\n\n")
     for number, (text, chapter) in enumerate(zip(texts, chapters, strict=True), start=1):
         builder.add(text, page=number, chapter=chapter)
-    return builder.build(source=source, kind="pdf", title=title, warnings=warnings)
+    document = builder.build(source=source, kind="pdf", title=title, warnings=warnings)
+    return normalize_document(document, dehyphenate=True)
 
 
 def _decrypt(reader: PdfReader, name: str, password: str | None) -> None:

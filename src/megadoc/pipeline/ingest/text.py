@@ -9,6 +9,7 @@ import charset_normalizer
 from markdown_it import MarkdownIt
 
 from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
+from megadoc.pipeline.ingest.normalize import normalize_document
 
 # Checked in this order: the UTF-32 LE mark starts with the UTF-16 LE one.
 _BOMS = [
@@ -39,10 +40,11 @@ def decode_text(data: bytes, source: str) -> tuple[str, list[str]]:
 
 
 def load_text(data: bytes, source: str) -> Document:
+    """Plain text, normalized for the model (wrapped lines joined; see ingest.normalize)."""
     text, warnings = decode_text(data, source)
     builder = DocumentBuilder("")
     builder.add(text)
-    return builder.build(source=source, kind="text", warnings=warnings)
+    return normalize_document(builder.build(source=source, kind="text", warnings=warnings))
 
 
 def load_markdown(data: bytes, source: str) -> Document:
