@@ -1,5 +1,6 @@
-"""The timestep norm's Triton backward (kernels/timestep_norm/triton.py) against autograd through the
-reference, on fresh random inputs: under triton's interpreter on the CPU with small shapes, compiled
+"""The timestep norm's Triton kernels (kernels/timestep_norm/triton.py) against their references: the
+span and the step forward, and the backward against autograd through the reference, on fresh random
+inputs: under triton's interpreter on the CPU with small shapes, compiled
 on a GPU (the `gpu` tests add the mini's training shape). References run in float64 on the same
 device, except where a test says otherwise."""
 
@@ -8,15 +9,28 @@ import torch
 
 pytest.importorskip("triton")
 
+
 from megadoc.kernels import backend  # noqa: E402
 from megadoc.kernels import timestep_norm as timestep_norm_module  # noqa: E402
-from megadoc.kernels.timestep_norm import NormStats, timestep_norm  # noqa: E402
+from megadoc.kernels.timestep_norm import (  # noqa: E402
+    NormStats,
+    timestep_norm,
+    timestep_norm_step,  # noqa: E402
+)
 from megadoc.kernels.timestep_norm import triton as triton_module  # noqa: E402
 from megadoc.kernels.timestep_norm.triton import (  # noqa: E402
+    timestep_norm_step_triton,  # noqa: E402
     timestep_norm_triton,
     timestep_norm_triton_autograd,
 )
-from tests.helpers import DEVICE, TOL, needs_cuda, rel_err, seed_for, timestep_norm_inputs  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    DEVICE,
+    TOL,
+    needs_cuda,
+    rel_err,
+    seed_for,
+    timestep_norm_inputs,
+)
 
 pytestmark = pytest.mark.usefixtures("reference_kernels")
 
@@ -173,3 +187,129 @@ def test_timestep_norm_grad_long_spans(batch, length, dim, groups, count):
     """Many blocks with padding, fresh or carried statistics, the 7B's width included, against float64."""
     check_grad(batch, length, dim, groups, True, count, torch.float32, seed=length + count)
     check_grad(batch, length, dim, groups, True, count, torch.bfloat16, seed=length + count + 1)
+
+
+# -- timestep norm ---------------------------------------------------------------------------
+
+NORM_SHAPES = [  # batch, length, dim, groups, padding, carried count
+    (1, 1, 16, 4, False, 0),
+    (2, 37, 24, 4, False, 0),
+    (2, 150, 24, 4, True, 0),
+    (3, 70, 40, 5, True, 1_000_000),
+    (1, 65, 64, 2, False, 12),
+]
+
+
+def check_norm(batch, length, dim, groups, padding, count, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x, stats, weight, bias, mask = timestep_norm_inputs(batch, length, dim, groups, padding, count, dtype, gen)
+    y_ref, s_ref = timestep_norm(
+        x.to(torch.float64), stats, weight.to(torch.float64), bias.to(torch.float64), padding_mask=mask
+    )
+    y, s = timestep_norm_triton(x, stats, weight, bias, padding_mask=mask)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert rel_err(y, y_ref) < TOL[dtype]
+    if mask is not None:
+        assert (y[mask] == 0).all()
+    assert torch.equal(s.count, s_ref.count)
+    assert rel_err(s.mean, s_ref.mean) < TOL[torch.float32] and rel_err(s.var, s_ref.var) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+def test_timestep_norm_matches_reference(shape):
+    check_norm(*shape, torch.float32, seed=seed_for(shape))
+
+
+def test_timestep_norm_bf16():
+    check_norm(2, 80, 32, 4, True, 300, torch.bfloat16, seed=3)
+
+
+def test_timestep_norm_streams_in_pieces():
+    """Two calls carrying the statistics equal one call over the whole span."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 90, 24, generator=gen).to(DEVICE)
+    w, b = torch.zeros(24, device=DEVICE), torch.zeros(24, device=DEVICE)
+    fresh = NormStats(torch.zeros(2, dtype=torch.int64), torch.zeros(2, 4), torch.ones(2, 4))
+    fresh = NormStats(*(t.to(DEVICE) for t in (fresh.count, fresh.mean, fresh.var)))
+    whole, _ = timestep_norm_triton(x, fresh, w, b)
+    first, mid = timestep_norm_triton(x[:, :33], fresh, w, b)
+    second, _ = timestep_norm_triton(x[:, 33:], mid, w, b)
+    assert rel_err(torch.cat([first, second], 1), whole) < 1e-6
+
+
+STEP_SHAPES = [  # batch, dim, groups, carried count, dtype
+    (1, 16, 4, 0, torch.float32),
+    (3, 36, 4, 1_000_000, torch.float32),  # groups of 9
+    (2, 384, 32, 5, torch.bfloat16),  # the mini's groups of 12
+    (8, 40, 5, 12, torch.bfloat16),
+]
+
+
+def random_stats(batch: int, groups: int, count: int, gen: torch.Generator) -> NormStats:
+    return NormStats(
+        (torch.full((batch,), count, dtype=torch.int64) + torch.arange(batch)).to(DEVICE),
+        (torch.randn(batch, groups, generator=gen) + 5).to(DEVICE),
+        (torch.rand(batch, groups, generator=gen) + 8).to(DEVICE),
+    )
+
+
+def check_norm_step(batch, dim, groups, count, dtype, seed):
+    """The one-token kernel against the reference step in float64; out of place, into poisoned
+    tensors, and in place (out = stats)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(batch, dim, generator=gen) * 3 + 5).to(dtype).to(DEVICE)
+    stats = random_stats(batch, groups, count, gen)
+    weight, bias = (torch.randn(dim, generator=gen) * 0.1 for _ in range(2))
+    y_ref, s_ref = timestep_norm_step(
+        x.double(), stats, weight.to(DEVICE, torch.float64), bias.to(DEVICE, torch.float64)
+    )
+    weight, bias = weight.to(DEVICE), bias.to(DEVICE)
+    y, s = timestep_norm_step_triton(x, stats, weight, bias)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert rel_err(y, y_ref) < TOL[dtype]
+    assert torch.equal(s.count, s_ref.count) and s.mean.dtype == s_ref.mean.dtype
+    assert rel_err(s.mean, s_ref.mean) < TOL[torch.float32] and rel_err(s.var, s_ref.var) < TOL[torch.float32]
+
+    nan = torch.nan
+    poisoned = NormStats(torch.full_like(s.count, -1), torch.full_like(s.mean, nan), torch.full_like(s.var, nan))
+    y_out, out = timestep_norm_step_triton(x, stats, weight, bias, out=poisoned)
+    in_place = stats.clone()
+    y_in, updated = timestep_norm_step_triton(x, in_place, weight, bias, out=in_place)
+    assert out is poisoned and updated is in_place
+    for got in (out, updated):
+        assert torch.equal(got.count, s.count) and torch.equal(got.mean, s.mean) and torch.equal(got.var, s.var)
+    assert torch.equal(y_out, y) and torch.equal(y_in, y)
+
+
+@pytest.mark.parametrize("shape", STEP_SHAPES)
+def test_timestep_norm_step_matches_reference(shape):
+    check_norm_step(*shape, seed=seed_for(shape))
+
+
+def test_timestep_norm_step_continues_the_span():
+    """Steps one token at a time reach the statistics of one call over the span."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 6, 24, generator=gen).to(DEVICE)
+    w, b = torch.zeros(24, device=DEVICE), torch.zeros(24, device=DEVICE)
+    stats = random_stats(2, 4, 100, gen)
+    whole, s_whole = timestep_norm_triton(x, stats, w, b)
+    steps = stats.clone()
+    ys = [timestep_norm_step_triton(x[:, t], steps, w, b, out=steps)[0] for t in range(x.shape[1])]
+    assert rel_err(torch.stack(ys, 1), whole) < 1e-5
+    assert torch.equal(steps.count, s_whole.count) and rel_err(steps.var, s_whole.var) < 1e-5
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch,length,count", [(1, 4096, 0), (3, 1000, 1_000_000), (1, 4100, 37)])
+def test_timestep_norm_7b_shapes(batch, length, count):
+    check_norm(batch, length, 4096, 64, True, count, torch.bfloat16, seed=length)
+    check_norm(batch, length, 4096, 64, False, count, torch.float32, seed=length + 1)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 8])
+def test_timestep_norm_step_7b_shapes(batch):
+    check_norm_step(batch, 4096, 64, 1_000_000, torch.bfloat16, seed=batch)
+    check_norm_step(batch, 4096, 64, 37, torch.float32, seed=batch + 1)

@@ -1,5 +1,6 @@
-"""The CEMA's Triton backward (`cema_triton_autograd`, kernels/cema/triton.py) against autograd through
-the references, and `cema`'s dispatch to it.
+"""CEMA's Triton kernels (kernels/cema/triton.py) against their references: the scan and the step
+forward, and the backward (`cema_triton_autograd`) against autograd through the references, with
+`cema`'s dispatch to it.
 
 Without a GPU the kernels run under triton's interpreter on CPU tensors and small shapes: gradients for
 x, h_0 and the five parameters against autograd through `cema_sequential` in float64. With one, the
@@ -11,12 +12,21 @@ import torch
 
 pytest.importorskip("triton")
 
+
 from megadoc.kernels import backend  # noqa: E402
 from megadoc.kernels import cema as cema_module  # noqa: E402
-from megadoc.kernels.cema import cema, cema_coefficients  # noqa: E402
+from megadoc.kernels.cema import (  # noqa: E402
+    cema,
+    cema_coefficients,
+    cema_step,  # noqa: E402
+)
 from megadoc.kernels.cema import triton as cema_triton_module  # noqa: E402
 from megadoc.kernels.cema.reference import cema_chunked, cema_sequential  # noqa: E402
-from megadoc.kernels.cema.triton import cema_triton, cema_triton_autograd  # noqa: E402
+from megadoc.kernels.cema.triton import (  # noqa: E402
+    cema_step_triton,  # noqa: E402
+    cema_triton,
+    cema_triton_autograd,
+)
 from tests.helpers import DEVICE, TOL, cema_params, needs_cuda, rel_err, seed_for  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reference_kernels")
@@ -170,3 +180,63 @@ def test_cema_dispatch_on_cuda(monkeypatch):
 )
 def test_cema_grads_large_shapes(case):
     check_cema_grads(*case, seed=case[1], reference=cema_chunked)
+
+
+# -- CEMA ------------------------------------------------------------------------------------
+
+CEMA_SHAPES = [  # batch, length, dim, ndim, segments (None: the kernel's choice)
+    (1, 1, 32, 4, None),
+    (2, 37, 40, 4, None),
+    (3, 50, 33, 8, 4),
+    (1, 129, 64, 16, 3),
+    (2, 200, 32, 2, None),
+]
+
+
+def check_cema(batch, length, dim, ndim, segments, dtype, seed, carried=True):
+    gen = torch.Generator().manual_seed(seed)
+    params = cema_params(dim, ndim, gen)
+    x = torch.randn(batch, length, dim, generator=gen).to(dtype)
+    h0 = torch.randn(batch, dim, ndim, dtype=torch.complex64, generator=gen) if carried else None
+    y_ref, h_ref = cema_sequential(
+        x.to(DEVICE, torch.float64),
+        cema_coefficients(*(p.to(DEVICE, torch.float64) for p in params)),
+        None if h0 is None else h0.to(DEVICE, torch.complex128),
+    )
+    coeffs = cema_coefficients(*(p.to(DEVICE) for p in params))
+    y, h = cema_triton(x.to(DEVICE), coeffs, None if h0 is None else h0.to(DEVICE), segments=segments)
+    assert y.dtype == dtype and y.shape == x.shape and h.dtype == torch.complex64
+    assert rel_err(y, y_ref) < TOL[dtype]
+    assert rel_err(h, h_ref) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("shape", CEMA_SHAPES)
+def test_cema_matches_reference(shape):
+    check_cema(*shape, torch.float32, seed=seed_for(shape))
+
+
+def test_cema_bf16_and_fresh_state():
+    check_cema(2, 45, 32, 16, 3, torch.bfloat16, seed=1, carried=False)
+
+
+def test_cema_step_matches_reference():
+    gen = torch.Generator().manual_seed(7)
+    params = cema_params(48, 8, gen)
+    coeffs = cema_coefficients(*params)
+    x = torch.randn(3, 48, generator=gen)
+    h = torch.randn(3, 48, 8, dtype=torch.complex64, generator=gen)
+    y_ref, h_ref = cema_step(x.double(), cema_coefficients(*(p.double() for p in params)), h.to(torch.complex128))
+    y, h_new = cema_step_triton(x.to(DEVICE), _coeffs_to(coeffs, DEVICE), h.to(DEVICE))
+    assert rel_err(y, y_ref) < TOL[torch.float32] and rel_err(h_new, h_ref) < TOL[torch.float32]
+
+
+def _coeffs_to(coeffs, device):
+    return type(coeffs)(*(t.to(device) for t in (coeffs.p, coeffs.log_q, coeffs.g, coeffs.omega)))
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch,length", [(1, 4096), (2, 1000), (1, 4097)])
+def test_cema_7b_shapes(batch, length):
+    check_cema(batch, length, 4096, 16, None, torch.bfloat16, seed=length)
+    check_cema(batch, length, 4096, 16, None, torch.float32, seed=length + 1)

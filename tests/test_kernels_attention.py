@@ -1,4 +1,5 @@
-"""The Triton backward of chunk attention (`chunk_attention_autograd`, kernels/attention/triton.py)
+"""Attention's Triton kernels (kernels/attention/triton.py) against their references: the forward,
+the decoding step and cache write, the fused q/k, and the backward (`chunk_attention_autograd`)
 against autograd through the reference `chunk_attention`.
 
 Without a GPU the kernels run under triton's interpreter on small shapes, against the reference in
@@ -16,15 +17,28 @@ from megadoc.kernels import (
     attention,  # noqa: E402
     backend,  # noqa: E402
 )
-from megadoc.kernels.attention import chunk_attention  # noqa: E402
-from megadoc.kernels.attention.triton import chunk_attention_autograd, chunk_attention_triton  # noqa: E402
-from tests.helpers import DEVICE, needs_cuda, rel_err, seed_for  # noqa: E402
+from megadoc.kernels.attention import (  # noqa: E402
+    chunk_attention,  # noqa: E402
+    decode_attention,  # noqa: E402
+    normalized_qk,
+    rotation,
+    write_slot,
+)
+from megadoc.kernels.attention.triton import (  # noqa: E402  # noqa: E402  # noqa: E402
+    chunk_attention_autograd,
+    chunk_attention_sdpa,
+    chunk_attention_triton,
+    decode_attention_triton,
+    normalized_qk_triton,
+    write_slot_triton,
+)
+from tests.helpers import DEVICE, TOL, needs_cuda, rel_err, seed_for  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reference_kernels")
 
 # float32: measured ~1e-6 on the CPU. bf16 and fp16: a few roundings to 8 (11) significant bits of P,
 # dS and the outputs; measured up to 1.0e-2 (5e-4) under the interpreter with peaked softmaxes.
-TOL = {torch.float32: 3e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+BACKWARD_TOL = {torch.float32: 3e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 FUNCTION = "_ChunkAttentionBackward"  # the grad_fn of `chunk_attention_autograd`'s output
 
 
@@ -54,7 +68,7 @@ def check_backward(batch, tq, tk, heads, dk, dv, dtype, seed, scaled=True, **blo
     got = output_and_grads(chunk_attention_autograd, q, k, v, grad, **blocks)
     for name, g, r, t in zip(("out", "dq", "dk", "dv"), got, ref, (v, q, k, v), strict=True):
         assert g.dtype == t.dtype and g.shape == r.shape, name
-        assert rel_err(g, r) < TOL[dtype], name
+        assert rel_err(g, r) < BACKWARD_TOL[dtype], name
 
 
 GRAD_SHAPES = [  # batch, queries, keys, heads, dk, dv
@@ -105,7 +119,7 @@ def test_backward_non_contiguous():
     got = run(chunk_attention_autograd, packed, v_t, grad)
     ref = run(chunk_attention, packed.double(), v_t.double(), grad.double())
     for g, r in zip(got, ref, strict=True):
-        assert rel_err(g, r) < TOL[torch.float32]
+        assert rel_err(g, r) < BACKWARD_TOL[torch.float32]
 
 
 def test_forward_unchanged_and_lse():
@@ -173,7 +187,7 @@ def check_against_float32(batch, tq, tk, heads, dk, dv, seed):
     got = output_and_grads(chunk_attention_autograd, q, k, v, grad)
     for name, g, lo, r in zip(("out", "dq", "dk", "dv"), got, low, ref, strict=True):
         err = rel_err(g, r)
-        assert err < TOL[torch.bfloat16], name
+        assert err < BACKWARD_TOL[torch.bfloat16], name
         assert err < 1.5 * rel_err(lo, r), name
 
 
@@ -228,5 +242,152 @@ def test_dispatch_cuda_and_autocast(monkeypatch):
     out.backward(grad.bfloat16())
     ref = output_and_grads(chunk_attention, *(t.bfloat16().double() for t in (q, k, v, grad)))
     for g, r in zip([out, *(t.grad for t in leaves)], ref, strict=True):
-        assert rel_err(g, r) < TOL[torch.bfloat16]
+        assert rel_err(g, r) < BACKWARD_TOL[torch.bfloat16]
     assert all(t.grad.dtype == torch.float32 for t in leaves)
+
+
+# -- attention -------------------------------------------------------------------------------
+
+ATTN_SHAPES = [  # batch, queries, keys, heads, dk, dv
+    (1, 1, 1, 1, 8, 16),
+    (2, 37, 37, 2, 8, 24),
+    (1, 5, 40, 2, 16, 64),
+    (2, 33, 50, 1, 32, 48),
+    (1, 1, 70, 2, 8, 16),
+]
+
+
+def check_attention(batch, tq, tk, heads, dk, dv, dtype, seed, fn=chunk_attention_triton):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, tq, heads, dk, generator=gen).to(dtype)
+    k = torch.randn(batch, tk, heads, dk, generator=gen).to(dtype)
+    v = torch.randn(batch, tk, heads, dv, generator=gen).to(dtype)
+    ref = chunk_attention(*(t.to(DEVICE, torch.float64) for t in (q, k, v)))
+    out = fn(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE))
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("shape", ATTN_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_matches_reference(shape, dtype):
+    check_attention(*shape, dtype, seed=seed_for(shape))
+
+
+def test_attention_sdpa_wrapper():
+    check_attention(2, 9, 30, 2, 16, 48, torch.float32, seed=4, fn=chunk_attention_sdpa)
+
+
+DECODE_SHAPES = [  # batch, heads, slots C, dk, dv, keys per split (None: the kernel's choice)
+    (1, 1, 16, 8, 16, None),
+    (2, 2, 40, 16, 24, 16),
+    (3, 2, 64, 32, 48, 24),  # splits that are not whole key blocks
+    (1, 2, 50, 16, 40, 50),  # one split
+]
+
+
+def check_decode_attention(batch, heads, slots, dk, dv, split_len, last, dtype, seed, **blocks):
+    """The kernel reads only the slots 0..last: the others are NaN for it and zeros for the reference."""
+    gen = torch.Generator().manual_seed(seed)
+    q = (torch.randn(batch, 1, heads, dk, generator=gen) * dk**-0.5).to(dtype).to(DEVICE)
+    k = torch.randn(batch, heads, slots, dk, generator=gen).to(dtype).to(DEVICE)
+    v = torch.randn(batch, heads, slots, dv, generator=gen).to(dtype).to(DEVICE)
+    k[:, :, last + 1 :], v[:, :, last + 1 :] = 0, 0
+    index = torch.tensor([last], device=DEVICE)
+    ref = decode_attention(q.double(), k.double(), v.double(), index)
+    k[:, :, last + 1 :], v[:, :, last + 1 :] = torch.nan, torch.nan
+    if split_len is not None:
+        blocks["split_len"] = split_len
+    out = decode_attention_triton(q, k, v, index, **blocks)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("shape", DECODE_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_attention_matches_reference(shape, dtype):
+    slots = shape[2]
+    for last in (0, slots // 2 - 1, slots - 1):
+        check_decode_attention(*shape, last, dtype, seed=seed_for(shape) + last)
+
+
+def test_decode_attention_reference_matches_chunk_attention():
+    """The reference over slots 0..last is chunk attention of the last query over those keys."""
+    gen = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 1, 2, 16, generator=gen, dtype=torch.float64)
+    k, v = torch.randn(2, 2, 30, 16, generator=gen, dtype=torch.float64), torch.randn(2, 2, 30, 24, generator=gen)
+    out = decode_attention(q, k, v.double(), torch.tensor([20]))
+    ref = chunk_attention(q, k[:, :, :21].transpose(1, 2), v[:, :, :21].double().transpose(1, 2))
+    assert rel_err(out, ref) < 1e-12
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch,tq,tk", [(1, 4096, 4096), (2, 1000, 1000), (1, 300, 3000), (8, 1, 2049)])
+def test_attention_7b_shapes(batch, tq, tk):
+    check_attention(batch, tq, tk, 4, 256, 2048, torch.bfloat16, seed=tq)
+    check_attention(batch, tq, tk, 4, 256, 2048, torch.bfloat16, seed=tq, fn=chunk_attention_sdpa)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("last", [0, 2047, 4095])
+def test_decode_attention_7b_shapes(batch, last):
+    check_decode_attention(batch, 4, 4096, 256, 2048, None, last, torch.bfloat16, seed=last)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("last", [0, 500, 1023])
+def test_decode_attention_mini_shapes(batch, last):
+    check_decode_attention(batch, 2, 1024, 64, 384, None, last, torch.bfloat16, seed=last)
+    check_decode_attention(batch, 2, 1024, 64, 384, None, last, torch.float32, seed=last + 1)
+
+
+QK_TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
+
+
+def check_qk(batch: int, length: int, heads: int, zh: int, dtype: torch.dtype, seed: int, start: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    z = (torch.randn(batch, length, heads, zh, generator=gen) * 2).to(DEVICE, dtype)
+    scale = (torch.randn(2, 1, 1, heads, zh, generator=gen) * 0.3 + 1).to(DEVICE)
+    shift = (torch.randn(2, 1, 1, heads, zh, generator=gen) * 0.3).to(DEVICE)
+    freqs = 1.0 / 10000 ** (torch.arange(0, zh, 2).float() / zh)
+    rotations = rotation(freqs.to(DEVICE), torch.arange(start, start + length, device=DEVICE))
+    ref = normalized_qk(z.double(), shift.double(), scale.double(), rotations.to(torch.complex128), 1e-5)
+    out = normalized_qk_triton(z, shift, scale, rotations, 1e-5)
+    assert out.dtype == dtype and out.shape == (2, batch, length, heads, zh)
+    assert rel_err(out, ref) < QK_TOL[dtype]
+
+
+@pytest.mark.parametrize("batch,length,heads,zh", [(1, 1, 2, 16), (2, 9, 2, 8), (3, 4, 4, 64), (1, 5, 1, 12)])
+def test_normalized_qk_matches_reference(batch, length, heads, zh):
+    """Each token's own rotation (positions far into a chunk), q and k's own affine per head."""
+    check_qk(batch, length, heads, zh, torch.float32, seed=zh + length, start=1000)
+    check_qk(batch, length, heads, zh, torch.bfloat16, seed=zh + length + 1)
+
+
+@pytest.mark.parametrize(
+    "batch,heads,slots,dk,dv,slot", [(1, 2, 8, 16, 32, 0), (3, 2, 16, 8, 24, 15), (2, 4, 5, 12, 20, 3)]
+)
+def test_write_slot_writes_exactly_one_slot(batch, heads, slots, dk, dv, slot):
+    gen = torch.Generator().manual_seed(slot)
+    k_buf = torch.randn(batch, heads, slots, dk, generator=gen).to(DEVICE)
+    v_buf = torch.randn(batch, heads, slots, dv, generator=gen).to(DEVICE)
+    k = torch.randn(batch, 1, heads, dk, generator=gen).to(DEVICE)
+    v = torch.randn(batch, 1, heads, dv, generator=gen).to(DEVICE)
+    index = torch.tensor([slot], device=DEVICE)
+    ref_k, ref_v = k_buf.clone(), v_buf.clone()
+    write_slot(ref_k, ref_v, k, v, index)
+    write_slot_triton(k_buf, v_buf, k, v, index)
+    assert torch.equal(k_buf, ref_k) and torch.equal(v_buf, ref_v)
+    assert torch.equal(ref_k[:, :, slot], k[:, 0]) and torch.equal(ref_v[:, :, slot], v[:, 0])
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("rows", [1, 8, 4096])
+def test_normalized_qk_7b_shapes(rows):
+    check_qk(1, rows, 4, 256, torch.bfloat16, seed=rows, start=4096 - rows)
