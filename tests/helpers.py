@@ -1,6 +1,8 @@
 """What the tests share besides fixtures (those are in conftest.py): where ../shared is
 ($MEGADOC_SHARED), the GPU-only and oracle marks, the relative error of METHOD.md, kernel inputs,
-the CLI run in-process, and real input files (PDFs written with fpdf2, WebVTT and SRT captions)."""
+the CLI run in-process, and real input files (PDFs written with fpdf2, WebVTT and SRT captions).
+The CLI and fpdf2 are imported when used, so the kernel and engine tests need none of the app's
+packages (the GPU machine has few of them)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fpdf import FPDF
-from typer.testing import CliRunner
 
-from megadoc.cli import app
 from megadoc.kernels.timestep_norm import NormStats
 
 DATA = Path(__file__).parent / "data"
@@ -85,6 +84,10 @@ def timestep_norm_inputs(
 
 def run_cli(*args: str | Path, stdin: str | bytes | None = None):
     """`megadoc ARGS` in-process; the result has exit_code, stdout and stderr apart."""
+    from typer.testing import CliRunner
+
+    from megadoc.cli import app
+
     return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
 
 
@@ -111,6 +114,8 @@ def austen_paragraphs(count: int, start: int = 0) -> list[str]:
 
 def write_pdf(path: Path, pages: list[str | None], **encryption: object) -> Path:
     """One page per item (None: a blank page, as a scan without a text layer reads)."""
+    from fpdf import FPDF
+
     pdf = FPDF()
     pdf.set_font("Helvetica", size=11)
     for text in pages:
