@@ -136,6 +136,38 @@ def test_read_ask_while_reading_then_follow_the_citation_and_copy(app_env, tiny_
     run(scenario)
 
 
+def test_an_answer_shows_its_evidence_and_is_marked_when_not_in_the_document(
+    app_env, tiny_model_dir, tmp_path, monkeypatch
+):
+    from megadoc.pipeline import session
+
+    # The tiny model's answers are random: only its token stream is replaced by a known answer.
+    monkeypatch.setattr(session, "stream_text", lambda *args, **kwargs: iter(["Napoleon Bonaparte."]))
+    book = short_book(tmp_path / "persuasion.pdf", pages=6)
+    app = reader_app(book, tiny_model_dir)
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.read is not None, "the read")
+            await pilot.click("#question")
+            await pilot.press(*"What did the printer do to the paragraph?", "enter")
+            [exchange] = app.query(Exchange)
+            await until(pilot, lambda: exchange.query(".evidence"), "the answer and its evidence")
+            note = str(exchange.query_one(".unsupported").render())
+            assert note.startswith("not found in the document") and "napoleon" in note
+            quote = exchange.query_one(".evidence").query_one(CitationLink)
+            assert quote.citation.label == "p. 3" and "paragraph" in str(quote.render())
+            await until(pilot, lambda: quote.region.area, "the quote to be laid out")
+            await pilot.click(quote)
+            await pilot.pause()
+            view = app.query_one(DocumentView)
+            start, end = view.highlight
+            assert quote.citation.char_start <= start < end == quote.citation.char_end
+            assert "paragraph" in view.document.text[start:end]
+
+    run(scenario)
+
+
 def test_quitting_during_a_read_keeps_a_checkpoint_and_the_next_open_resumes(
     app_env, tiny_model_dir, tmp_path, monkeypatch
 ):

@@ -52,8 +52,21 @@ def ask(
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling.")] = None,
     recall: RecallOption = True,
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per question (answer, citations, tokens_read, timings).")
+        bool,
+        typer.Option(
+            "--json", help="One JSON object per question (answer, citations, evidence, support, tokens_read, timings)."
+        ),
     ] = False,
+    evidence: Annotated[
+        bool | None,
+        typer.Option(
+            "--evidence/--no-evidence",
+            help="Under each answer, the recalled passages that best match the question, quoted with their "
+            "page/line/time, and a note when the answer is not found in the document. "
+            "Default: on when stdout is a terminal.",
+            show_default=False,
+        ),
+    ] = None,
     password: Annotated[str | None, typer.Option(help="Password of an encrypted PDF.")] = None,
     device: DeviceOption = "auto",
     no_cache: NoCacheOption = False,
@@ -84,7 +97,7 @@ def ask(
                 continue
             if len(asked) > 1:
                 sys.stdout.write(("\n" if number else "") + f"Q: {text}\nA: ")
-            emit(response)
+            emit(response, evidence=sys.stdout.isatty() if evidence is None else evidence)
 
 
 def _questions(given: Sequence[str], questions_file: Path | None) -> list[str]:
@@ -107,6 +120,8 @@ def _answer_json(
         "question": question,
         "answer": response.text.strip(),
         "citations": [c.to_dict() for c in response.citations],
+        "evidence": [c.to_dict() for c in response.evidence],
+        "support": None if response.support is None else response.support.to_dict(),
         "document": {
             "source": read.document.source,
             "title": read.document.title,

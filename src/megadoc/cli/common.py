@@ -20,6 +20,7 @@ from megadoc.pipeline import registry
 from megadoc.pipeline.cache import StateCache
 from megadoc.pipeline.ingest import Document, IngestError, load_document
 from megadoc.pipeline.progress import ProgressBar
+from megadoc.pipeline.recall import Citation
 from megadoc.pipeline.registry import LoadedModel, ModelError
 from megadoc.pipeline.session import ReadDocument, Reader, ReadInterrupted, Response
 
@@ -142,8 +143,9 @@ def generation(max_tokens: int, temperature: float, seed: int | None, no_repeat_
     )
 
 
-def emit(response: Response) -> None:
-    """Stream a response to stdout as it is generated (leading whitespace dropped), then its sources."""
+def emit(response: Response, evidence: bool = False) -> None:
+    """Stream a response to stdout as it is generated (leading whitespace dropped), then its sources;
+    with `evidence`, the recalled passages as quotes and the support check's note."""
     started = False
     for piece in response:
         if not started:
@@ -155,7 +157,22 @@ def emit(response: Response) -> None:
         sys.stdout.write("\n")
     if response.citations:
         sys.stdout.write("Sources: " + "; ".join(c.label for c in response.citations) + "\n")
+    note = response.support.note if response.support is not None else None
+    if evidence:
+        sys.stdout.write(evidence_block(response.evidence, note))
+    elif note:
+        warn(f"answer {note}")
     sys.stdout.flush()
+
+
+def evidence_block(quotes: list[Citation], note: str | None) -> str:
+    """What `--evidence` prints under an answer: the support note (when not supported), then each
+    recalled passage as a quote with its place."""
+    lines = [f"[{note}]"] if note else []
+    if quotes:
+        lines.append("Evidence:")
+        lines += [f"  {quote.label}: \u201c{quote.excerpt}\u201d" for quote in quotes]
+    return "".join(line + "\n" for line in lines)
 
 
 def display_name(source: str) -> str:

@@ -10,6 +10,7 @@ answer, the recalled passages that best match question + answer are its citation
 from __future__ import annotations
 
 import os
+import re
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ MIN_PASSAGE_TOKENS = 32
 # Passage ends move forward (at most this many tokens) to the next word start.
 _SNAP_TOKENS = 16
 _STOPWORDS = "en"
+QUOTE_CHARS = 200  # an evidence quote: about two lines of a terminal
 
 
 def passage_size(chunk_size: int) -> int:
@@ -89,7 +91,7 @@ class PassageIndex:
         self._bm25 = bm25s.BM25()
         texts = [self.text(p) for p in passages]
         if texts:
-            tokens = bm25s.tokenize(texts, stopwords=_STOPWORDS, show_progress=False)
+            tokens = bm25s.tokenize(texts, stopwords=_STOPWORDS, show_progress=False)  # as content_words
             self._bm25.index(tokens, show_progress=False)
 
     @classmethod
@@ -116,9 +118,14 @@ class PassageIndex:
     def text(self, passage: Passage) -> str:
         return self.document.text[passage.char_start : passage.char_end].strip()
 
+    @property
+    def vocabulary(self) -> set[str]:
+        """Every word indexed (as `words` spells them): the document's words, stopwords aside."""
+        return {word for word in self._bm25.vocab_dict if word} if self.passages else set()
+
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every passage for `query` (zeros when no query word is indexed)."""
-        words = bm25s.tokenize([query], stopwords=_STOPWORDS, show_progress=False, return_ids=False)[0]
+        words = content_words(query)
         if not self.passages or not words:
             return np.zeros(len(self.passages))
         return np.asarray(self._bm25.get_scores(words))
@@ -163,6 +170,55 @@ class PassageIndex:
             if len(citations) == limit:
                 break
         return citations
+
+    def quotes(self, evidence: Evidence, query: str, limit: int = 3) -> list[Citation]:
+        """The evidence shown under an answer: the `limit` recalled passages that best match the
+        question alone (not the answer, which may be wrong), each as a short quote around the
+        question's words; offsets are those of the quote in Document.source_text."""
+        scores = self.scores(query)
+        position = {p: i for i, p in enumerate(self.passages)}
+        ranked = sorted(evidence.passages, key=lambda p: -scores[position[p]])
+        wanted = set(content_words(query))
+        quotes = []
+        for passage in ranked[:limit]:
+            score = float(scores[position[passage]])
+            if score <= 0:
+                break
+            start, end = _quote_span(self.document.text, passage.char_start, passage.char_end, wanted)
+            text = self.document.text
+            excerpt = " ".join(text[start:end].split())
+            opens = start == 0 or text[:start].rstrip()[-1:] in _SENTENCE_ENDS or text[start - 1] == "\n"
+            excerpt = ("" if opens else "...") + excerpt + ("" if excerpt[-1:] in _SENTENCE_ENDS else "...")
+            source_start, source_end = self.document.source_span(start, end)
+            quotes.append(Citation(passage.label, source_start, source_end, score, excerpt))
+        return quotes
+
+
+def content_words(text: str) -> list[str]:
+    """The words of `text` as the index knows them: lower case, of two letters or more, no stopwords."""
+    return bm25s.tokenize([text], stopwords=_STOPWORDS, show_progress=False, return_ids=False)[0]
+
+
+_WORD = re.compile(r"\w+")
+_SENTENCE_ENDS = '.!?"\u201d'
+_SENTENCE_START = re.compile(r"(?:(?<=[.!?\u201d\"])\s+|\n\n)(?=\S)")
+
+
+def _quote_span(text: str, begin: int, end: int, wanted: set[str]) -> tuple[int, int]:
+    """About QUOTE_CHARS of text[begin:end] holding most of the `wanted` words: from the sentence
+    start before the densest stretch (when near), cut at word ends."""
+    while begin < end and text[begin].isspace():
+        begin += 1
+    if end - begin <= QUOTE_CHARS:
+        return begin, end
+    hits = [m.start() for m in _WORD.finditer(text, begin, end) if m.group().lower() in wanted]
+    best = max(hits, key=lambda at: sum(at <= h < at + QUOTE_CHARS for h in hits), default=begin)
+    sentence = [m.end() for m in _SENTENCE_START.finditer(text, max(begin, best - QUOTE_CHARS // 3), best)]
+    start = sentence[-1] if sentence else best  # else the word itself
+    stop = min(start + QUOTE_CHARS, end)
+    if stop < end:
+        stop = text.rfind(" ", start, stop) if " " in text[start:stop] else stop
+    return start, stop
 
 
 def _spans(document: Document, offsets: Sequence[tuple[int, int]], size: int, first: int) -> Iterator[tuple[int, int]]:

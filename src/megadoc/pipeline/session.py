@@ -19,6 +19,7 @@ from megadoc.pipeline.cache import StateCache, cache_key
 from megadoc.pipeline.ingest import Document
 from megadoc.pipeline.recall import Citation, Evidence, PassageIndex, passage_size
 from megadoc.pipeline.registry import LoadedModel
+from megadoc.pipeline.support import Support, check_support
 
 CHECKPOINT_CHUNKS = 8
 # Tokens of the final chunk kept free for the answer when recalled evidence fills it.
@@ -56,15 +57,37 @@ class ReadDocument:
         return self.document.text[self.offsets[position][0] :] if position < len(self.ids) else ""
 
 
-class Response:
-    """Generated text as a stream of pieces; after iteration, the whole text and its citations."""
+@dataclass(frozen=True)
+class Grounding:
+    """What backs an answer: its citations (recalled passages matching question and answer), the
+    evidence shown with it (quotes of the passages matching the question) and the support check."""
 
-    def __init__(self, pieces: Iterator[str], finish: Callable[[str], list[Citation]]) -> None:
+    citations: list[Citation] = field(default_factory=list)
+    evidence: list[Citation] = field(default_factory=list)
+    support: Support | None = None
+
+
+class Response:
+    """Generated text as a stream of pieces; after iteration, the whole text and its grounding."""
+
+    def __init__(self, pieces: Iterator[str], finish: Callable[[str], Grounding]) -> None:
         self._pieces, self._finish = pieces, finish
         self.text = ""
-        self.citations: list[Citation] = []
+        self.grounding = Grounding()
         self.seconds = 0.0
         self.first_piece_seconds: float | None = None
+
+    @property
+    def citations(self) -> list[Citation]:
+        return self.grounding.citations
+
+    @property
+    def evidence(self) -> list[Citation]:
+        return self.grounding.evidence
+
+    @property
+    def support(self) -> Support | None:
+        return self.grounding.support
 
     def __iter__(self) -> Iterator[str]:
         start = time.perf_counter()
@@ -73,7 +96,7 @@ class Response:
                 self.first_piece_seconds = time.perf_counter() - start
             self.text += piece
             yield piece
-        self.citations = self._finish(self.text)
+        self.grounding = self._finish(self.text)
         self.seconds = time.perf_counter() - start
 
     def collect(self) -> str:
@@ -269,14 +292,8 @@ class Reader:
         if read.state.position == 0 and self.tokenizer.bos_id >= 0:
             prompt_ids = [self.tokenizer.bos_id, *prompt_ids]  # nothing read yet, not even BOS
         pieces = stream_text(self.model, self.tokenizer, prompt_ids, read.state.clone(), config)
-        return Response(pieces, lambda text: self._citations(read, evidence, recall_query, text))
-
-    def _citations(
-        self, read: ReadDocument, evidence: Evidence | None, query: str | None, answer: str
-    ) -> list[Citation]:
-        if evidence is None or query is None:
-            return []
-        return read.passages.cite(evidence, query, answer)
+        asked = slots.get("question") or slots.get("query") or ""
+        return Response(pieces, lambda text: _grounding(read.passages, evidence, recall_query, asked, text))
 
     def ask(self, read: ReadDocument, question: str, config: GenerationConfig, recall: bool = True) -> Response:
         return self.respond(read, "qa", config, recall_query=question if recall else None, question=question)
@@ -287,3 +304,14 @@ class Reader:
         if query is None:
             return self.respond(read, "summary", config)
         return self.respond(read, "query_summary", config, recall_query=query if recall else None, query=query)
+
+
+def _grounding(
+    passages: PassageIndex, evidence: Evidence | None, query: str | None, asked: str, answer: str
+) -> Grounding:
+    """Citations and evidence quotes (with recall only), and the support check of `answer`."""
+    citations, quotes = [], []
+    if evidence is not None and query is not None:
+        citations, quotes = passages.cite(evidence, query, answer), passages.quotes(evidence, query)
+    shown = [passages.text(p) for p in evidence.passages] if evidence is not None else []
+    return Grounding(citations, quotes, check_support(answer, asked, passages.vocabulary, shown))

@@ -166,7 +166,7 @@ class ReaderApp(App[None]):
         except Exception as error:  # noqa: BLE001 - any failure of one answer is shown, never a crash
             self.post_message(AnswerFailed(exchange, one_line(error)))
             return
-        self.post_message(AnswerDone(exchange, response.citations))
+        self.post_message(AnswerDone(exchange, response.grounding))
 
     # -- what the workers report -----------------------------------------------------------------
 
@@ -222,7 +222,7 @@ class ReaderApp(App[None]):
         self.query_one(Conversation).scroll_end(animate=False)
 
     def on_answer_done(self, message: AnswerDone) -> None:
-        message.exchange.finish(message.citations)
+        message.exchange.finish(message.grounding)
         self.query_one(Conversation).scroll_end(animate=False)
         self._answering = False
         self.status.phase = "ready"

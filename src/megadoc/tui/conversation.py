@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from megadoc.pipeline.recall import Citation
+from megadoc.pipeline.session import Grounding
 
 # Control characters (a model can emit any byte) would garble the terminal; newlines stay.
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")
@@ -29,10 +30,11 @@ class CitationLink(Static, can_focus=True):
             super().__init__()
             self.citation = citation
 
-    def __init__(self, citation: Citation) -> None:
-        super().__init__(Content(citation.label), classes="citation")
+    def __init__(self, citation: Citation, *, quote: bool = False) -> None:
+        text = f"{citation.label}: \u201c{citation.excerpt}\u201d" if quote else citation.label
+        super().__init__(Content(_CONTROL.sub("", text)), classes="quote" if quote else "citation")
         self.citation = citation
-        self.tooltip = citation.excerpt
+        self.tooltip = None if quote else citation.excerpt
 
     def on_click(self, event: events.Click) -> None:
         event.stop()
@@ -53,6 +55,7 @@ class Exchange(Vertical, can_focus=True):
         self.question = question
         self.answer = ""
         self.citations: list[Citation] = []
+        self.grounding = Grounding()
 
     def note(self, text: str) -> None:
         """A line in place of the answer (waiting, failed) until its text starts arriving."""
@@ -66,12 +69,21 @@ class Exchange(Vertical, can_focus=True):
         self._answer.remove_class("note")
         self._answer.update(Content(_CONTROL.sub("", self.answer)))
 
-    def finish(self, citations: list[Citation]) -> None:
-        self.citations = citations
+    def finish(self, grounding: Grounding) -> None:
+        """Below the answer: its sources as links, the support check's note when it is not
+        supported, and the evidence (recalled passages quoted, each a link to its place)."""
+        self.citations = grounding.citations
+        self.grounding = grounding
         if not self.answer.strip():
             self.note("(no answer)")
-        if citations:
-            self._citations.mount(Static("Sources:", classes="sources-label"), *(CitationLink(c) for c in citations))
+        if grounding.citations:
+            links = (CitationLink(c) for c in grounding.citations)
+            self._citations.mount(Static("Sources:", classes="sources-label"), *links)
+        note = grounding.support.note if grounding.support is not None else None
+        if note:
+            self.mount(Static(Content(note), classes="unsupported"))
+        if grounding.evidence:
+            self.mount(Vertical(*(CitationLink(q, quote=True) for q in grounding.evidence), classes="evidence"))
 
 
 class Conversation(VerticalScroll):

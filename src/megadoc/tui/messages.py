@@ -6,8 +6,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from megadoc.pipeline.ingest import Document
-from megadoc.pipeline.recall import Citation
-from megadoc.pipeline.session import ReadDocument
+from megadoc.pipeline.session import Grounding, ReadDocument
 from megadoc.tui.conversation import Exchange
 
 
@@ -64,9 +63,9 @@ class AnswerPiece(Message):
 
 
 class AnswerDone(Message):
-    def __init__(self, exchange: Exchange, citations: list[Citation]) -> None:
+    def __init__(self, exchange: Exchange, grounding: Grounding) -> None:
         super().__init__()
-        self.exchange, self.citations = exchange, citations
+        self.exchange, self.grounding = exchange, grounding
 
 
 class AnswerFailed(Message):
