@@ -1,8 +1,10 @@
+import json
 from pathlib import Path
 
 import pytest
 
-from megadoc.evals.baselines import HFPredictor, LeadBaseline, MajorityAnswerBaseline
+from megadoc.evals.baselines import LeadBaseline, MajorityAnswerBaseline, MostFrequentNameBaseline
+from megadoc.evals.hf import HFPredictor
 from megadoc.evals.runner import run_eval
 from megadoc.evals.scrolls import Example, load_qmsum
 from tests.helpers import SHARED_DATA
@@ -94,7 +96,7 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 
 def test_hf_prompt_keeps_the_question_and_cuts_the_end_of_the_document(tiny_llama):
-    predictor = HFPredictor(tiny_llama, max_new_tokens=8)
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8, context="scrolls")
     assert predictor.window == WINDOW
     long = example(document=STORY * 40 + "THE LAST WORDS")
     ids = predictor.prompt_ids(long)
@@ -107,19 +109,68 @@ def test_hf_prompt_keeps_the_question_and_cuts_the_end_of_the_document(tiny_llam
 
 
 def test_hf_prompt_of_a_short_document_is_whole(tiny_llama):
-    predictor = HFPredictor(tiny_llama, max_new_tokens=8)
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8, context="scrolls")
     text = predictor.tokenizer.decode(predictor.prompt_ids(example(document="A short tale.")), skip_special_tokens=True)
     assert text.startswith("Who sent the letter?\n\nA short tale.\n\n")
 
 
 def test_hf_window_too_small_for_the_question(tiny_llama):
-    predictor = HFPredictor(tiny_llama, max_new_tokens=8, window=20)
-    with pytest.raises(ValueError, match="no room for the document"):
-        predictor.prompt_ids(example())
+    for context in ("scrolls", "head"):
+        predictor = HFPredictor(tiny_llama, max_new_tokens=8, window=20, context=context)
+        with pytest.raises(ValueError, match="no room for the document"):
+            predictor.prompt_ids(example())
+
+
+def test_hf_head_reads_the_documents_first_tokens_then_asks(tiny_llama):
+    # The tiny tokenizer has no chat template: the prompt is plain text, BOS first.
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8)
+    ids = predictor.prompt_ids(example(document=STORY * 40 + "THE LAST WORDS"))
+    assert len(ids) + 8 == WINDOW and ids[0] == predictor.tokenizer.bos_token_id
+    text = predictor.tokenizer.decode(ids, skip_special_tokens=True)
+    assert text.startswith("Who sent the letter?\n\nThe old sailor lived by the sea.")
+    assert text.endswith("Question: Who sent the letter?\nAnswer:") and "LAST WORDS" not in text
+
+
+def test_hf_recall_feeds_the_passages_that_match_the_question(tiny_llama):
+    filler = "The gulls cried over the grey water and the nets dried in the wind. " * 60
+    document = filler + "A stranger brought a letter from the lighthouse keeper Bartholomew. " + filler
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8, recall=True)
+    prompt = predictor.prompt(document, "Where does Bartholomew keep watch?", "scrolls_narrativeqa", 8)
+    assert "Bartholomew" in prompt.context and prompt.context.startswith("[line 1]")
+    assert "Bartholomew" not in predictor.tokenizer.decode(
+        HFPredictor(tiny_llama, 8).prompt_ids(example(document=document))
+    )
+    # Nothing shares a word with the question: the head, as without recall.
+    head = predictor.prompt(document, "Zzz?", "scrolls_narrativeqa", 8)
+    assert head.context.startswith("The gulls cried")
+    with pytest.raises(ValueError, match="recall replaces"):
+        HFPredictor(tiny_llama, context="scrolls", recall=True)
+
+
+def test_hf_head_uses_the_chat_template_when_the_tokenizer_has_one(tiny_llama, tmp_path):
+    import shutil
+
+    chat = tmp_path / "chat"
+    shutil.copytree(tiny_llama, chat)
+    config = chat / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    settings["chat_template"] = "{% for m in messages %}<s>USER: {{ m['content'] }}</s>{% endfor %}ASSISTANT:"
+    config.write_text(json.dumps(settings))
+    predictor = HFPredictor(chat, max_new_tokens=8)
+    text = predictor.tokenizer.decode(predictor.prompt_ids(example()))
+    assert text.startswith("<s>USER: Who sent the letter?\n\nThe old sailor")
+    assert text.endswith("Question: Who sent the letter?</s>ASSISTANT:")  # the cue is the assistant's turn
+
+
+def test_most_frequent_name_floor_skips_the_names_the_question_uses():
+    story = " ".join(["Then came Harville to the shore, and soon Benwick too."] * 9 + ["Only Harville stayed."])
+    assert MostFrequentNameBaseline().predict(example(document=story, question="Who met Benwick?")) == "Harville"
+    assert MostFrequentNameBaseline().predict(example(document=story, question="Who met Harville?")) == "Benwick"
+    assert MostFrequentNameBaseline().predict(example(document="no names here")) == ""
 
 
 def test_hf_predictor_decodes_greedily(tiny_llama, tmp_path):
-    predictor = HFPredictor(tiny_llama, max_new_tokens=8)
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8, context="scrolls")
     answer = predictor.predict(example())
     assert isinstance(answer, str) and "\n" not in answer
     assert predictor.predict(example()) == answer  # greedy: the same every time

@@ -3,9 +3,14 @@
 import json
 import math
 
+import pytest
+
 from megadoc.evals.who import names_answer
-from tests.helpers import AUSTEN, assert_one_line_error, json_rows, run_cli
+from tests import test_baselines
+from tests.helpers import AUSTEN, SHARED_DATA, assert_one_line_error, json_rows, run_cli
 from tests.test_scrolls import qasper_answer
+
+tiny_llama = test_baselines.tiny_llama  # the fixture: a random 2-layer Llama saved here
 
 
 def test_bits_per_byte_at_each_context_on_the_same_final_tokens(app_env, tiny_model_dir, tmp_path):
@@ -214,7 +219,7 @@ def test_who_questions_score_names_beside_the_evidence_floor(app_env, tiny_model
     assert first["in_evidence"] and second["in_evidence"] and row["in_evidence"] == 2
     table = run_cli(*args)
     assert table.exit_code == 0 and all(word in table.stdout for word in "Who kept the great lamp burning?".split())
-    assert "a right name is in those passages: 2" in " ".join(table.stdout.split())  # the caption wraps at 80
+    assert "a right name is in that text: 2" in " ".join(table.stdout.split())  # the caption wraps at 80
 
     missing = questions.with_name("missing.json")
     missing.write_text(json.dumps({"questions": [{"book": "Nobody__Nothing", "question": "Who?", "answers": ["X"]}]}))
@@ -229,3 +234,78 @@ def test_who_answers_count_whole_names_only():
     assert not names_answer("Lacey curtains", ("La",))
     assert not names_answer("Victoria", ("Victor",))
     assert names_answer("Jad-bal-ja, the lion", ("Jad-bal-ja",))
+
+
+def test_scrolls_writes_its_rows_under_the_results_folder_and_says_where(app_env, tmp_path, monkeypatch):
+    data = tmp_path / "val"
+    data.mkdir()
+    _meeting(data / "ES2004a.json")
+    monkeypatch.setenv("MEGADOC_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("eval", "scrolls", "--task", "qmsum", "--data", data, "--engine", "lead", "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    out = tmp_path / "results" / "scrolls-qmsum-lead-10-(first-10-sentences).jsonl"
+    assert row["out"] == str(out) and len(out.read_text().splitlines()) == 2
+    assert str(out) in " ".join(result.stderr.split()).replace(" ", "") or out.name in result.stderr.replace("\n", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "val"]  # nothing in the current folder
+    assert row["peak_memory_bytes"]["rss"] > 10_000_000 and row["seconds_per_example"] >= 0
+
+
+def test_scrolls_hf_engine_reads_the_head_or_the_recalled_passages(app_env, tiny_llama, tmp_path):
+    data = tmp_path / "scientific_qa.jsonl"
+    paper = "We study gulls. " * 200 + "The dataset is Twitter. " + "Gulls fly. " * 200
+    row = {"instructions": ["Which dataset is used?", "Is it open?"], "outputs": ["Twitter", "yes"], "input": paper}
+    data.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    base = ["eval", "scrolls", "--task", "qasper", "--data", data, "--engine", "hf", "--model", tiny_llama]
+    for mode in ("--no-recall", "--recall"):
+        result = run_cli(*base, mode, "--max-tokens", "4", "--out", tmp_path / f"{mode}.jsonl", "--json")
+        assert result.exit_code == 0, result.stderr
+        [summary] = json_rows(result.stdout)
+        assert summary["count"] == 2 and summary["mode"] == ("recall" if mode == "--recall" else "head")
+        assert summary["window"] == 256 and 0 <= summary["score"] <= 100
+    assert_one_line_error(
+        run_cli(*base[:-2], "--model", tmp_path / "nothing"), "a Hugging Face model directory or a .gguf"
+    )
+    assert_one_line_error(run_cli(*base, "--context", "tail"), "--context must be one of head, scrolls")
+
+
+def test_who_with_a_hugging_face_model_counts_what_it_was_shown(app_env, tiny_llama, tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    story = [f"On day {n} the sailor Harville walked to the harbour with Benwick." for n in range(12)]
+    (books / "Our__Voyage.txt").write_text("\n\n".join(story), encoding="utf-8")
+    questions = tmp_path / "who.json"
+    asked = [{"book": "Our__Voyage", "question": "Who walked with Benwick?", "answers": ["Harville"]}]
+    questions.write_text(json.dumps({"questions": asked}), encoding="utf-8")
+    args = ("eval", "who", "--books", books, "--questions", questions, "--engine", "hf", "--model", tiny_llama)
+    result = run_cli(*args, "--max-tokens", "4", "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["engine"] == "hf" and row["mode"] == "head" and row["count"] == 1
+    [answer] = row["results"]
+    assert answer["correct"] == names_answer(answer["answer"], ("Harville",))
+    # The whole short book fits the window: Harville is in what it saw, and the floor names him.
+    assert answer["in_evidence"] and answer["floor_answer"] == "Harville" and row["floor_correct"] == 1
+    assert_one_line_error(run_cli(*args[:6], "--engine", "llama"), "--engine must be megadoc or hf")
+
+
+@pytest.mark.parametrize(
+    ("task", "parts", "engine", "split"),
+    [
+        ("narrativeqa", ("narrativeqa", "fullstory_valid.jsonl.gz"), "name", "validation"),
+        ("squality", ("squality", "v1-3_txt_dev.jsonl.gz"), "lead", "validation"),
+        ("fairytaleqa", ("fairytaleqa", "fairytaleqa_by_split.tar.gz"), "majority", "validation"),
+        ("qmsum", ("qmsum", "val"), "lead", "validation"),
+    ],
+)
+def test_real_data_floors_run_end_to_end(app_env, tmp_path, task, parts, engine, split):
+    data = SHARED_DATA.joinpath(*parts)
+    if not data.exists():
+        pytest.skip(f"{data} not found (see shared/data/README.md)")
+    args = ["eval", "scrolls", "--task", task, "--data", data, "--engine", engine, "--limit", "3", "--split", split]
+    result = run_cli(*args, "--out", tmp_path / "rows.jsonl", "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["count"] == 3 and 0 <= row["score"] <= 100
+    assert all(json.loads(line)["prediction"] for line in (tmp_path / "rows.jsonl").read_text().splitlines())

@@ -95,3 +95,24 @@ def test_rouge_types_are_maximized_over_references_independently():
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task"):
         metrics.example_metrics("gov_report", "x", ["y"])
+
+
+def test_squality_takes_each_rouge_at_its_best_reference_and_scores_their_geometric_mean():
+    # vs "the cat sat": R-1 1, R-2 1, R-L 1; vs "a dog ran": all 0. Each type's best is kept.
+    per = metrics.example_metrics("squality", "the cat sat", ["a dog ran", "the cat sat"])
+    assert per == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+    half = metrics.example_metrics("squality", "cat sat down", ["cat sat", "down"])
+    # vs "cat sat": R-1 P 2/3 R 1 F 0.8, R-2 P 1/2 R 1 F 2/3; vs "down": R-1 P 1/3 R 1 F 0.5.
+    assert half["rouge1"] == pytest.approx(0.8) and half["rouge2"] == pytest.approx(2 / 3)
+    aggregated = metrics.task_metrics("squality", [per, half])
+    assert aggregated["rouge1"] == pytest.approx(90.0)
+    expected = (aggregated["rouge1"] * aggregated["rouge2"] * aggregated["rougeL"]) ** (1 / 3)
+    assert aggregated["score"] == pytest.approx(expected)
+
+
+def test_fairytaleqa_scores_rouge_l_f1_at_the_best_reference():
+    # LCS of "a well to do farmer" and "the farmer": [farmer]: P 1/5, R 1/2, F 2/7.
+    per = metrics.example_metrics("fairytaleqa", "a well to do farmer", ["the farmer", "nobody"])
+    assert per == {"rougeL": pytest.approx(2 / 7)}
+    assert metrics.example_score("fairytaleqa", per) == pytest.approx(100 * 2 / 7)
+    assert metrics.task_metrics("fairytaleqa", [per, {"rougeL": 0.0}])["score"] == pytest.approx(50 * 2 / 7)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from megadoc.evals.report import PAPER_RESULTS, results_table
+from megadoc.evals.report import LEVAL_RESULTS, PAPER_RESULTS, results_table
 from megadoc.evals.runner import run_eval
 from megadoc.evals.scrolls import (
     Example,
@@ -256,10 +256,13 @@ def test_run_eval_refuses_examples_of_another_task(tmp_path):
         run_eval("qasper", make_examples(1), CountingPredictor(), tmp_path / "x.jsonl")
 
 
-def test_results_table_puts_our_rows_beside_the_paper():
-    table = results_table({"megadoc-mini": {"qmsum": 6.3941, "narrativeqa": 1.26}})
+def test_results_table_puts_our_rows_beside_the_published_ones():
+    table = results_table("qasper", {"megadoc-mini": 1.26})
     lines = table.splitlines()
-    assert lines[0] == "| model | source | NarrativeQA (F1) | Qasper (F1) | QMSum (R-1/2/L geo. mean) |"
-    assert lines[2] == "| megadoc-mini | ours | 1.3 | – | 6.4 |"
-    assert "| Megalodon-7B | paper | 23.9 | 28.0 | 13.1 |" in lines
-    assert len(lines) == 3 + len(PAPER_RESULTS)
+    assert lines[0] == "| model | source | Qasper (F1) |"
+    assert lines[2] == "| megadoc-mini | ours | 1.3 |"
+    assert "| Megalodon-7B | paper (SCROLLS) | 28.0 |" in lines
+    assert "| turbo-16k-0613 (L-Eval) | L-Eval | 28.2 |" in lines  # the same 184 scientific_qa questions
+    assert len(lines) == 3 + len(PAPER_RESULTS) + len(LEVAL_RESULTS)
+    fairytale = results_table("fairytaleqa", {"mini": 20.0}).splitlines()
+    assert fairytale[0] == "| model | source | FairytaleQA (ROUGE-L F1) |" and len(fairytale) == 3

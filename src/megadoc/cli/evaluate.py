@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,6 @@ from megadoc.cli.common import (
     MaxTokensOption,
     ModelOption,
     NoRepeatOption,
-    RecallOption,
     UsageError,
     eval_app,
     generation,
@@ -120,6 +120,26 @@ def eval_copy(
     stdout.print(table)
 
 
+EngineRecallOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--recall/--no-recall",
+        help="Answer from the passages that best match the question (megadoc's recall; default for "
+        "megadoc) or without them (default for hf: the document's head).",
+    ),
+]
+ContextOption = Annotated[
+    str,
+    typer.Option(
+        help="For --engine hf: head (the document's first tokens up to the window, in the chat template) "
+        "or scrolls (SCROLLS' baseline prompt, no chat template)."
+    ),
+]
+WindowOption = Annotated[
+    int | None, typer.Option(min=64, help="For --engine hf: tokens of context (default: the model's window).")
+]
+
+
 @eval_app.command("who")
 def eval_who(
     books: Annotated[Path, typer.Option(help="Folder of the books (<name>.txt or <name>.txt.gz), e.g. shared books/.")],
@@ -127,53 +147,74 @@ def eval_who(
         Path | None, typer.Option(help="Questions JSON (default: megadoc's own, about held-out novels).")
     ] = None,
     model: ModelOption = registry.DEFAULT_MODEL,
+    engine: Annotated[str, typer.Option(help="megadoc, or hf (--model: a Hugging Face directory or .gguf file).")] = (
+        "megadoc"
+    ),
+    context: ContextOption = "head",
+    window: WindowOption = None,
     device: DeviceOption = "auto",
-    recall: RecallOption = True,
+    recall: EngineRecallOption = None,
     max_tokens: MaxTokensOption = 24,
     no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.")] = False,
 ) -> None:
     """Who-questions about novels: does the answer name the right character? Beside the model, the
-    floor of naming the book's most frequent character in the recalled passages, and how often
-    those passages name a right answer at all.
+    floor of naming the book's most frequent character in what the model could see (megadoc: the
+    recalled passages), and how often that text names a right answer at all.
 
     Example: megadoc eval who --books ../shared/data/books --json
     """
-    from megadoc.evals.who import load_questions, run_who
+    from megadoc.evals.runner import peak_memory_bytes
+    from megadoc.evals.who import HFAsker, MegadocAsker, load_questions, run_who
 
     with user_errors():
         try:
             asked = load_questions(questions)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
             raise UsageError(f"{questions}: not a who-questions file ({one_line(error)})") from None
-        loaded = registry.load(model, registry.choose_device(device))
-        reader = Reader(loaded, cache=None)
-        config = generation(max_tokens, 0.0, None, no_repeat_ngram)
+        if engine == "megadoc":
+            recall = True if recall is None else recall
+            loaded = registry.load(model, registry.choose_device(device))
+            asker, name = (
+                MegadocAsker(Reader(loaded, cache=None), generation(max_tokens, 0.0, None, no_repeat_ngram), recall),
+                loaded.name,
+            )
+        elif engine == "hf":
+            recall = bool(recall)
+            asker, name = HFAsker(_hf_predictor(model, device, context, recall, window, max_tokens), max_tokens), model
+        else:
+            raise UsageError(f"--engine must be megadoc or hf, not {engine!r}")
+        start = time.perf_counter()
         try:
             with ProgressBar(stderr, "questions", unit="questions") as bar:
-                results = run_who(reader, books, asked, config, recall, on_progress=bar.update)
+                results = run_who(asker, books, asked, on_progress=bar.update)
         except FileNotFoundError as error:
             raise UsageError(one_line(error)) from None
+        seconds = time.perf_counter() - start
     correct = sum(r.correct for r in results)
     floor = sum(r.floor_correct for r in results)
     in_evidence = sum(r.in_evidence for r in results)
+    mode = _mode(engine, recall, context)
     if as_json:
         row = {
-            "model": loaded.name,
+            "model": name,
+            "engine": engine,
             "recall": recall,
-            "no_repeat_ngram": no_repeat_ngram,
+            "mode": mode,
+            "no_repeat_ngram": no_repeat_ngram if engine == "megadoc" else None,
             "count": len(results),
             "correct": correct,
             "floor_correct": floor,
             "in_evidence": in_evidence,
+            "seconds": seconds,
+            "peak_memory_bytes": peak_memory_bytes(),
             "results": [r.to_dict() for r in results],
         }
         sys.stdout.write(json.dumps(row) + "\n")
         return
     table = Table(
-        caption=f"{loaded.name} ({'recall' if recall else 'plain'}): {correct} of {len(results)} right; "
-        f"most frequent name in the recalled passages: {floor}; "
-        f"a right name is in those passages: {in_evidence}"
+        caption=f"{name} ({mode}): {correct} of {len(results)} right; "
+        f"most frequent name in what it saw: {floor}; a right name is in that text: {in_evidence}"
     )
     for column in ("question", "answer", "right", "floor", "in passages"):
         table.add_column(column)
@@ -183,58 +224,83 @@ def eval_who(
     stdout.print(table)
 
 
+def _mode(engine: str, recall: bool | None, context: str) -> str | None:
+    if engine == "megadoc":
+        return "recall" if recall else "plain"
+    if engine == "hf":
+        return "recall" if recall else context
+    return None
+
+
 @eval_app.command("scrolls")
 def eval_scrolls(
-    task: Annotated[str, typer.Option(help="narrativeqa, qasper or qmsum.")],
+    task: Annotated[str, typer.Option(help="narrativeqa, qasper, qmsum, squality or fairytaleqa.")],
     data: Annotated[
         Path,
         typer.Option(
-            help="The task's files: QMSum meeting JSON folder, NarrativeQA folder (documents.csv, "
-            "qaps.csv, stories), Qasper JSON file or folder, or a SCROLLS .jsonl file."
+            help="The task's files: a SCROLLS .jsonl; NarrativeQA's full-story .jsonl.gz or official folder; "
+            "L-Eval's scientific_qa.jsonl or Qasper's JSON; QMSum's meeting folder; SQuALITY's .jsonl(.gz); "
+            "FairytaleQA's .tar.gz or folder."
         ),
     ],
-    split: Annotated[str, typer.Option(help="Split, for the original NarrativeQA and Qasper files.")] = "validation",
+    split: Annotated[
+        str, typer.Option(help="Split, for the original NarrativeQA, Qasper and FairytaleQA files.")
+    ] = "validation",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N examples.")] = None,
     model: ModelOption = registry.DEFAULT_MODEL,
     engine: Annotated[
         str,
         typer.Option(
-            help="megadoc, lead (the first 10 sentences: a floor), majority (the most frequent training "
-            "answer: a QA floor), hf (a Hugging Face model dir) or vllm."
+            help="megadoc; the floors lead (the first 10 sentences), majority (the most frequent training "
+            "answer) and name (the story's most frequent character name); hf (--model: a Hugging Face "
+            "directory or .gguf file) or vllm."
         ),
     ] = "megadoc",
     train_data: Annotated[
         Path | None,
         typer.Option(help="Training examples for --engine majority (default: --data's train split)."),
     ] = None,
-    recall: RecallOption = True,
+    recall: EngineRecallOption = None,
+    context: ContextOption = "head",
+    window: WindowOption = None,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", min=1, help="Answer length (default by task).")
     ] = None,
     device: DeviceOption = "auto",
     no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
     out: Annotated[
-        Path | None, typer.Option(help="Per-example JSONL (resumable); default scrolls-<task>-<model>-<mode>.jsonl.")
+        Path | None,
+        typer.Option(
+            help="Per-example JSONL (resumable); default scrolls-<task>-<model>-<mode>.jsonl in megadoc's "
+            "results folder (MEGADOC_RESULTS_DIR, else the user data directory)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the Markdown table.")] = False,
 ) -> None:
-    """Score a model on a SCROLLS task with the official metrics; our row beside the paper's.
+    """Score a model on a long-document task with its official-style metric; our row beside the papers'.
 
     Example: megadoc eval scrolls --task qmsum --data data/qmsum/val --limit 20
     """
     from megadoc.evals.metrics import TASKS
     from megadoc.evals.report import results_table
-    from megadoc.evals.runner import run_eval
+    from megadoc.evals.runner import peak_memory_bytes, results_dir, run_eval
 
     with user_errors():
         if task not in TASKS:
             raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
         examples = _scrolls_examples(task, data, split)
+        if engine == "megadoc":
+            recall = True if recall is None else recall
+        elif engine == "hf":
+            recall = bool(recall)
         if engine == "majority":
             predictor, name = _majority_predictor(task, train_data or data)
         else:
-            predictor, name = _predictor(engine, model, device, recall, max_tokens, no_repeat_ngram)
-        target = out or Path(f"scrolls-{task}-{Path(name).name}.jsonl".replace(" ", "-"))
+            predictor, name = _predictor(engine, model, device, recall, max_tokens, no_repeat_ngram, context, window)
+        mode = _mode(engine, recall, context)
+        stem = f"scrolls-{task}-{Path(name).name}" + (f"-{mode}" if mode else "")
+        target = out or results_dir() / f"{stem}.jsonl".replace(" ", "-")
+        stderr.print(f"per-example rows go to {target}", style="dim")
         with ProgressBar(stderr, "examples", unit="examples") as bar:
             summary = run_eval(task, examples, predictor, target, limit=limit, on_progress=bar.update)
     if as_json:
@@ -242,17 +308,21 @@ def eval_scrolls(
             "task": task,
             "model": name,
             "engine": engine,
-            "recall": recall if engine == "megadoc" else None,
+            "recall": recall if engine in ("megadoc", "hf") else None,
+            "mode": mode,
+            "window": getattr(predictor, "window", None) if engine == "hf" else None,
             "no_repeat_ngram": no_repeat_ngram if engine == "megadoc" else None,
             "count": summary.count,
             "score": summary.score,
             "metrics": summary.metrics,
             "seconds": summary.seconds,
+            "seconds_per_example": summary.seconds / summary.count if summary.count else None,
+            "peak_memory_bytes": peak_memory_bytes(),
             "out": str(target),
         }
         sys.stdout.write(json.dumps(row) + "\n")
         return
-    sys.stdout.write(results_table({name: {task: summary.score}}))
+    sys.stdout.write(results_table(task, {name: summary.score}))
     stderr.print(f"{summary.count} examples, {summary.seconds:.1f} s; per-example rows in {target}", style="dim")
 
 
@@ -298,17 +368,11 @@ def _run_metrics(path: Path) -> dict[str, dict[str, float]]:
 
 
 def _scrolls_examples(task: str, data: Path, split: str) -> list:
-    from megadoc.evals import scrolls
+    from megadoc.evals.datasets import load_examples
 
     try:
-        if data.suffix == ".jsonl":
-            return scrolls.load_scrolls_jsonl(data, task)
-        if task == "qmsum":
-            return scrolls.load_qmsum(data)
-        if task == "narrativeqa":
-            return scrolls.load_narrativeqa(data, split)
-        return scrolls.load_qasper(data, split)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        return load_examples(task, data, split)
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as error:
         raise UsageError(f"{data}: cannot load {task} examples ({one_line(error)})") from None
 
 
@@ -325,29 +389,58 @@ def _majority_predictor(task: str, train_data: Path):
     return baseline, f"majority answer ({baseline.answer!r})"
 
 
-def _predictor(engine: str, model: str, device: str, recall: bool, max_tokens: int | None, no_repeat_ngram: int):
+def _predictor(
+    engine: str,
+    model: str,
+    device: str,
+    recall: bool | None,
+    max_tokens: int | None,
+    no_repeat_ngram: int,
+    context: str,
+    window: int | None,
+):
     if engine == "megadoc":
         from megadoc.evals.predictor import MegalodonPredictor
 
         loaded = registry.load(model, registry.choose_device(device))
         reader = Reader(loaded, cache=None)
-        predictor = MegalodonPredictor(reader, recall, max_tokens, no_repeat_ngram)
+        predictor = MegalodonPredictor(reader, bool(recall), max_tokens, no_repeat_ngram)
         return predictor, f"{loaded.name} ({'recall' if recall else 'plain'})"
     if engine == "lead":
         from megadoc.evals.baselines import LeadBaseline
 
         return LeadBaseline(), "lead-10 (first 10 sentences)"
-    if engine not in ("hf", "vllm"):
-        raise UsageError(f"--engine must be megadoc, lead, majority, hf or vllm, not {engine!r}")
+    if engine == "name":
+        from megadoc.evals.baselines import MostFrequentNameBaseline
+
+        return MostFrequentNameBaseline(), "most frequent name"
+    if engine == "hf":
+        return _hf_predictor(model, device, context, bool(recall), window, max_tokens), model
+    if engine != "vllm":
+        raise UsageError(f"--engine must be megadoc, lead, majority, name, hf or vllm, not {engine!r}")
     if not Path(model).is_dir():
-        raise UsageError(f"--engine {engine} needs --model DIR (a Hugging Face model directory)")
-    from megadoc.evals.baselines import HFPredictor, VLLMPredictor
+        raise UsageError("--engine vllm needs --model DIR (a Hugging Face model directory)")
+    from megadoc.evals.baselines import VLLMPredictor
 
     try:
-        if engine == "hf":
-            return HFPredictor(
-                model, max_new_tokens=max_tokens or 128, device=str(registry.choose_device(device))
-            ), model
-        return VLLMPredictor(model, max_new_tokens=max_tokens or 128), model
+        return VLLMPredictor(model, max_new_tokens=max_tokens), model
     except (ImportError, OSError, ValueError) as error:
-        raise UsageError(f"--engine {engine}: {one_line(error)}") from None
+        raise UsageError(f"--engine vllm: {one_line(error)}") from None
+
+
+def _hf_predictor(model: str, device: str, context: str, recall: bool, window: int | None, max_tokens: int | None):
+    from megadoc.evals.hf import CONTEXTS, HFPredictor
+
+    path = Path(model)
+    if not (path.is_dir() or (path.is_file() and path.suffix == ".gguf")):
+        raise UsageError(
+            f"--engine hf needs --model PATH: a Hugging Face model directory or a .gguf file, not {model!r}"
+        )
+    if context not in CONTEXTS:
+        raise UsageError(f"--context must be one of {', '.join(CONTEXTS)}, not {context!r}")
+    try:
+        return HFPredictor(
+            path, max_tokens, window, str(registry.choose_device(device)), context=context, recall=recall
+        )
+    except (ImportError, OSError, ValueError) as error:
+        raise UsageError(f"--engine hf: {one_line(error)}") from None

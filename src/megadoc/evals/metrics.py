@@ -1,4 +1,6 @@
-"""SCROLLS metrics for NarrativeQA, Qasper (token F1) and QMSum (ROUGE).
+"""Metrics of the long-document tasks: SCROLLS' for NarrativeQA, Qasper (token F1) and QMSum
+(ROUGE), the same ROUGE for SQuALITY (R-1/2/L, each the best of the 4 references, as SQuALITY's
+multi_rouge does), and ROUGE-L F1 for FairytaleQA (as its paper; the best over the references).
 
 Matches the official SCROLLS metric (huggingface.co/datasets/tau/scrolls,
 metrics/scrolls.py, f1.py, rouge.py; mirrored in github.com/tau-nlp/scrolls):
@@ -27,8 +29,9 @@ from rouge_score import rouge_scorer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 F1_TASKS = frozenset({"narrativeqa", "qasper"})
-ROUGE_TASKS = frozenset({"qmsum"})
-TASKS = ("narrativeqa", "qasper", "qmsum")
+ROUGE_TASKS = frozenset({"qmsum", "squality"})
+ROUGE_L_TASKS = frozenset({"fairytaleqa"})
+TASKS = ("narrativeqa", "qasper", "qmsum", "squality", "fairytaleqa")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -73,7 +76,8 @@ def max_rouge(prediction: str, references: Iterable[str], use_stemmer: bool = Fa
 
 
 def qmsum_score(scores: Mapping[str, float]) -> float:
-    """Geometric mean of rouge1, rouge2, rougeL given in [0, 1], times 100."""
+    """Geometric mean of rouge1, rouge2, rougeL given in [0, 1], times 100 (SCROLLS' QMSum number;
+    SQuALITY's headline here too, beside its three ROUGEs)."""
     return 100 * math.prod(scores[name] for name in ROUGE_TYPES) ** (1 / 3)
 
 
@@ -83,12 +87,16 @@ def example_metrics(task: str, prediction: str, references: Sequence[str]) -> di
         return {"f1": max_f1(prediction, references)}
     if task in ROUGE_TASKS:
         return max_rouge(prediction, references)
+    if task in ROUGE_L_TASKS:
+        return {"rougeL": max_rouge(prediction, references)["rougeL"]}
     raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
 
 
 def example_score(task: str, metrics: Mapping[str, float]) -> float:
     """One example's score on the task's 0-100 scale (a per-example view; see task_metrics)."""
-    return qmsum_score(metrics) if task in ROUGE_TASKS else 100 * metrics["f1"]
+    if task in ROUGE_TASKS:
+        return qmsum_score(metrics)
+    return 100 * metrics["rougeL" if task in ROUGE_L_TASKS else "f1"]
 
 
 def task_metrics(task: str, per_example: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -100,6 +108,8 @@ def task_metrics(task: str, per_example: Sequence[Mapping[str, float]]) -> dict[
         means["score"] = math.prod(means[name] for name in ROUGE_TYPES) ** (1 / 3)
     elif task in F1_TASKS:
         means["score"] = means["f1"]
+    elif task in ROUGE_L_TASKS:
+        means["score"] = means["rougeL"]
     else:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     return means

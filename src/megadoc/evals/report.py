@@ -1,10 +1,10 @@
-"""Our SCROLLS scores beside the Megalodon paper's table (validation sets)."""
+"""Our scores beside published ones, and paired comparisons of two runs."""
 
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from megadoc.evals.metrics import TASKS, task_metrics
+from megadoc.evals.metrics import task_metrics
 
 # Megalodon paper, SCROLLS validation: NarrativeQA F1, Qasper F1, QMSum ROUGE geometric mean.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
@@ -15,22 +15,29 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
     "MPT-7B": {"narrativeqa": 18.8, "qasper": 24.7, "qmsum": 8.8},
     "Xgen-7B": {"narrativeqa": 17.4, "qasper": 20.5, "qmsum": 6.8},
 }
-_HEADERS = {"narrativeqa": "NarrativeQA (F1)", "qasper": "Qasper (F1)", "qmsum": "QMSum (R-1/2/L geo. mean)"}
+# L-Eval's leaderboard (github.com/OpenLMLab/LEval, Leaderboard/f1_LEval_leaderboard.csv), scientific_qa
+# F1: the same 184 questions as our Qasper rows (the SCROLLS rows above are another question set).
+LEVAL_RESULTS: dict[str, dict[str, float]] = {
+    "turbo-16k-0613 (L-Eval)": {"qasper": 28.25},
+    "retrieval-turbo-0613, BM25 (L-Eval)": {"qasper": 25.83},
+    "xgen-7b-8k-inst (L-Eval)": {"qasper": 6.99},
+}
+HEADERS = {
+    "narrativeqa": "NarrativeQA (F1)",
+    "qasper": "Qasper (F1)",
+    "qmsum": "QMSum (R-1/2/L geo. mean)",
+    "squality": "SQuALITY (R-1/2/L geo. mean)",
+    "fairytaleqa": "FairytaleQA (ROUGE-L F1)",
+}
 
 
-def results_table(rows: Mapping[str, Mapping[str, float]]) -> str:
-    """A Markdown table: our rows (model name -> {task: score}), then the paper's rows.
-
-    A task a row has no score for shows as "–".
-    """
-    lines = [
-        "| model | source | " + " | ".join(_HEADERS[task] for task in TASKS) + " |",
-        "|---|---|" + "---:|" * len(TASKS),
-    ]
-    for source, table in (("ours", rows), ("paper", PAPER_RESULTS)):
-        for name, scores in table.items():
-            cells = [f"{scores[task]:.1f}" if task in scores else "–" for task in TASKS]
-            lines.append(f"| {name} | {source} | " + " | ".join(cells) + " |")
+def results_table(task: str, rows: Mapping[str, float]) -> str:
+    """A Markdown table of one task: our rows (model name -> score), then the published rows that
+    have the task (SCROLLS-set numbers beside reconstructed or L-Eval sets are for scale only)."""
+    lines = [f"| model | source | {HEADERS[task]} |", "|---|---|---:|"]
+    lines += [f"| {name} | ours | {score:.1f} |" for name, score in rows.items()]
+    for source, table in (("paper (SCROLLS)", PAPER_RESULTS), ("L-Eval", LEVAL_RESULTS)):
+        lines += [f"| {name} | {source} | {scores[task]:.1f} |" for name, scores in table.items() if task in scores]
     return "\n".join(lines) + "\n"
 
 

@@ -1,14 +1,35 @@
 """Run a predictor over SCROLLS examples, one JSONL row per example, resumably."""
 
 import json
+import os
+import resource
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import platformdirs
+
 from megadoc.evals.metrics import example_metrics, example_score, task_metrics
 from megadoc.evals.scrolls import Example, scrolls_input
+
+
+def results_dir() -> Path:
+    """Where eval results go unless the user names a file: MEGADOC_RESULTS_DIR, else the user's
+    data directory (as the model registry keeps user models), never the current folder."""
+    return Path(os.environ.get("MEGADOC_RESULTS_DIR") or Path(platformdirs.user_data_dir("megadoc")) / "evals")
+
+
+def peak_memory_bytes() -> dict[str, int]:
+    """This process's peak resident memory so far, and torch's peak CUDA allocation where CUDA ran."""
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    peak = {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["cuda"] = torch.cuda.max_memory_allocated()
+    return peak
 
 
 class Predictor(Protocol):

@@ -1,4 +1,5 @@
-"""SCROLLS examples (NarrativeQA, Qasper, QMSum) from their official formats or SCROLLS' jsonl.
+"""SCROLLS examples (NarrativeQA, Qasper, QMSum) from their official formats or SCROLLS' jsonl,
+and the reconstructed NarrativeQA full stories of ../shared/data.
 
 SCROLLS' input is ``question + "\\n\\n" + document`` (see ``scrolls_input``). Numbers
 comparable with published SCROLLS results need SCROLLS' own jsonl files
@@ -8,6 +9,7 @@ paper's sections or a transcript's turns are joined) is ours.
 """
 
 import csv
+import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -115,6 +117,34 @@ def load_narrativeqa(directory: str | Path, split: str) -> list[Example]:
     return examples
 
 
+def load_narrativeqa_fullstory(path: str | Path) -> list[Example]:
+    """``fullstory_valid.jsonl.gz`` of ../shared/data/narrativeqa, read as it is: one story a line
+    (``document_id``, ``wiki_title``, ``story``, ``qas``: ``question_tokenized`` and two ``answers``).
+
+    A reconstructed subset of SCROLLS NarrativeQA validation (20 Gutenberg books, 589 questions):
+    numbers on it are not comparable with published SCROLLS numbers. Line ends are read as Python
+    reads a text file (CRLF becomes LF); nothing else of the story changes.
+    """
+    examples = []
+    for row in jsonl_rows(Path(path)):
+        story = row["story"].replace("\r\n", "\n")
+        meta = {"document_id": row["document_id"], "title": row.get("wiki_title", ""), "kind": "gutenberg"}
+        for number, qa in enumerate(row["qas"]):
+            examples.append(
+                Example(
+                    f"{row['document_id']}/{number}",
+                    "narrativeqa",
+                    story,
+                    qa["question_tokenized"],
+                    list(qa["answers"]),
+                    meta,
+                )
+            )
+    if not examples:
+        raise ValueError(f"{path}: no stories")
+    return examples
+
+
 def _read_story(root: Path, doc_id: str) -> str:
     for folder in ("tmp", "stories"):
         path = root / folder / f"{doc_id}.content"
@@ -190,7 +220,7 @@ def load_scrolls_jsonl(path: str | Path, task: str | None = None) -> list[Exampl
     path = Path(path)
     task = task or _task_from_path(path)
     grouped: dict[str, Example] = {}
-    for row in _jsonl_rows(path):
+    for row in jsonl_rows(path):
         example = grouped.get(row["id"])
         if example is None:
             question, separator, document = row["input"].partition("\n\n")
@@ -204,8 +234,9 @@ def load_scrolls_jsonl(path: str | Path, task: str | None = None) -> list[Exampl
     return list(grouped.values())
 
 
-def _jsonl_rows(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
+def jsonl_rows(path: Path) -> Iterator[dict]:
+    """The JSON objects of a .jsonl or .jsonl.gz file, one a line (blank lines skipped)."""
+    with gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 yield json.loads(line)

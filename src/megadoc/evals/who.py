@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Any, Protocol
 
 from megadoc import prompts
 from megadoc.engine import GenerationConfig
-from megadoc.pipeline.ingest import load_document
+from megadoc.pipeline.ingest import Document, load_document
 from megadoc.pipeline.names import character_names
-from megadoc.pipeline.session import Reader, final_prompt
+from megadoc.pipeline.session import ReadDocument, Reader, final_prompt
 
 
 @dataclass(frozen=True)
@@ -65,26 +66,64 @@ def find_book(books: Path, book: str) -> Path:
     raise FileNotFoundError(f"{books}: no {book}.txt or {book}.txt.gz")
 
 
+class Asker(Protocol):
+    """Whoever answers: megadoc's reader, or a Hugging Face model (``HFAsker``)."""
+
+    def open(self, document: Document) -> Any:
+        """Whatever the questions about `document` share (megadoc: the read state)."""
+
+    def ask(self, opened: Any, question: str) -> tuple[str, str, list[str]]:
+        """(the answer's first line, the document text the answer could see, citation labels)."""
+
+
+class MegadocAsker:
+    """`megadoc ask`: the read state, then the question after the recalled passages (or the tail)."""
+
+    def __init__(self, reader: Reader, config: GenerationConfig, recall: bool) -> None:
+        self.reader, self.config, self.recall = reader, config, recall
+
+    def open(self, document: Document) -> ReadDocument:
+        return self.reader.read(document)
+
+    def ask(self, read: ReadDocument, question: str) -> tuple[str, str, list[str]]:
+        response = self.reader.ask(read, question, self.config, recall=self.recall)
+        answer = response.collect().strip().split("\n", 1)[0].strip()
+        return answer, _evidence(self.reader, read, question, self.config), [c.label for c in response.citations]
+
+
+class HFAsker:
+    """A Hugging Face model (megadoc.evals.hf.HFPredictor) asked the app's question prompt; what it
+    could see is the document's head or, with recall, its recalled passages."""
+
+    def __init__(self, predictor: Any, max_new_tokens: int) -> None:
+        self.predictor, self.max_new_tokens = predictor, max_new_tokens
+
+    def open(self, document: Document) -> str:
+        return document.text
+
+    def ask(self, text: str, question: str) -> tuple[str, str, list[str]]:
+        generated, shown = self.predictor.answer(text, question, "qa", self.max_new_tokens)
+        return generated.strip().split("\n", 1)[0].strip(), shown, []
+
+
 def run_who(
-    reader: Reader,
+    asker: Asker,
     books: Path,
     questions: list[WhoQuestion],
-    config: GenerationConfig,
-    recall: bool,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[WhoResult]:
-    """Ask every question of its book (each book read once); answers are the first line generated."""
+    """Ask every question of its book (each book opened once). The floor and `in_evidence` look at
+    what the asker could see: megadoc's recalled passages, or the text a Hugging Face model was fed."""
     results = []
     by_book: dict[str, list[WhoQuestion]] = {}
     for question in questions:
         by_book.setdefault(question.book, []).append(question)
     for book, asked in by_book.items():
-        read = reader.read(load_document(find_book(books, book)))
-        names = character_names(read.document.text)
+        document = load_document(find_book(books, book))
+        opened = asker.open(document)
+        names = character_names(document.text)
         for question in asked:
-            response = reader.ask(read, question.question, config, recall=recall)
-            answer = response.collect().strip().split("\n", 1)[0].strip()
-            evidence = _evidence(reader, read, question.question, config)
+            answer, evidence, citations = asker.ask(opened, question.question)
             floor = _most_frequent_name(evidence, {name for name in names if name not in question.question})
             results.append(
                 WhoResult(
@@ -96,7 +135,7 @@ def run_who(
                     floor,
                     names_answer(floor, question.answers),
                     names_answer(evidence, question.answers),
-                    [c.label for c in response.citations],
+                    citations,
                 )
             )
             if on_progress is not None:
@@ -104,7 +143,7 @@ def run_who(
     return results
 
 
-def _evidence(reader: Reader, read, question: str, config: GenerationConfig) -> str:
+def _evidence(reader: Reader, read: ReadDocument, question: str, config: GenerationConfig) -> str:
     """The passages recall puts before `question` (the app's default), "" when none match."""
     before, after = prompts.split("qa", question=question)
     chunk = reader.model.config.chunk_size
