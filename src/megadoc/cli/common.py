@@ -171,8 +171,13 @@ def evidence_block(quotes: list[Citation], note: str | None) -> str:
     lines = [f"[{note}]"] if note else []
     if quotes:
         lines.append("Evidence:")
-        lines += [f"  {quote.label}: \u201c{quote.excerpt}\u201d" for quote in quotes]
+        lines += [f"  {evidence_quote(quote)}" for quote in quotes]
     return "".join(line + "\n" for line in lines)
+
+
+def evidence_quote(quote: Citation) -> str:
+    """`p. 12: “the quoted words...”`"""
+    return f"{quote.label}: \u201c{quote.excerpt}\u201d"
 
 
 def display_name(source: str) -> str:

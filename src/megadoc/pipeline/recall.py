@@ -175,22 +175,31 @@ class PassageIndex:
         """The evidence shown under an answer: the `limit` recalled passages that best match the
         question alone (not the answer, which may be wrong), each as a short quote around the
         question's words; offsets are those of the quote in Document.source_text."""
+        return self._quoted(evidence.passages, query, limit)
+
+    def search(self, query: str, limit: int) -> list[Citation]:
+        """The `limit` passages of the whole document that best match `query`, quoted as `quotes` does."""
+        return self._quoted(self.passages, query, limit)
+
+    def _quoted(self, passages: Sequence[Passage], query: str, limit: int) -> list[Citation]:
         scores = self.scores(query)
         position = {p: i for i, p in enumerate(self.passages)}
-        ranked = sorted(evidence.passages, key=lambda p: -scores[position[p]])
+        ranked = sorted(passages, key=lambda p: -scores[position[p]])
         wanted = set(content_words(query))
-        quotes = []
+        text, source = self.document.text, self.document.source_text
+        quotes = []  # labelled by the quote's own place: its line may be past the passage's first
         for passage in ranked[:limit]:
             score = float(scores[position[passage]])
             if score <= 0:
                 break
-            start, end = _quote_span(self.document.text, passage.char_start, passage.char_end, wanted)
-            text = self.document.text
+            start, end = _quote_span(text, passage.char_start, passage.char_end, wanted)
             excerpt = " ".join(text[start:end].split())
-            opens = start == 0 or text[:start].rstrip()[-1:] in _SENTENCE_ENDS or text[start - 1] == "\n"
+            before = text[max(start - 8, 0) : start]
+            opens = start == 0 or before.rstrip()[-1:] in _SENTENCE_ENDS or before.endswith("\n")
             excerpt = ("" if opens else "...") + excerpt + ("" if excerpt[-1:] in _SENTENCE_ENDS else "...")
             source_start, source_end = self.document.source_span(start, end)
-            quotes.append(Citation(passage.label, source_start, source_end, score, excerpt))
+            label = self.document.locate(start, end) or f"line {source.count(chr(10), 0, source_start) + 1}"
+            quotes.append(Citation(label, source_start, source_end, score, excerpt))
         return quotes
 
 
