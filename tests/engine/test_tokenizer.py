@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from megadoc.engine import Tokenizer
 from megadoc.engine.tokenizer import IncrementalDecoder, train_tokenizer
+from tests.helpers import DATA
 
-DATA = Path(__file__).parent / "data"
 TEXTS = [
     "Sir Walter Elliot, of Kellynch Hall, was a man who read the Baronetage.",
     "  two leading spaces,\n\nparagraphs,\ttabs   and trailing space \n",

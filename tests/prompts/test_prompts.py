@@ -3,7 +3,7 @@ import pytest
 from megadoc import prompts
 
 APP_TEMPLATES = {"qa": {"question"}, "summary": set(), "query_summary": {"query"}}
-SCROLLS_TEMPLATES = ("scrolls_narrativeqa", "scrolls_qasper", "scrolls_qmsum")
+SCROLLS_TEMPLATES = ("scrolls_narrativeqa", "scrolls_qasper", "scrolls_qmsum", "scrolls_squality")
 
 
 def test_every_task_has_a_template():
