@@ -96,9 +96,9 @@ def test_srt_in_a_legacy_encoding(tmp_path):
 @pytest.mark.parametrize(
     ("name", "text", "phrase"),
     [
-        ("empty-cues.vtt", "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<i></i>\n", "no captions with text"),
+        ("empty-cues.vtt", "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\n<i></i>\n", "is empty: no caption with text"),
         ("notvtt.vtt", "Just some words\nwithout a header.\n", "not a valid WebVTT file"),
-        ("notsrt.srt", "Just some words\nwithout any cue.\n", "no captions with text"),
+        ("notsrt.srt", "Just some words\nwithout any cue.\n", "is empty: no caption with text"),
     ],
 )
 def test_bad_captions(tmp_path, name, text, phrase):

@@ -70,7 +70,7 @@ def test_epub_without_text(tmp_path):
     with pytest.raises(IngestError) as error:
         load_document(path)
     message = str(error.value)
-    assert "\n" not in message and "pictures.epub: no text in any chapter" in message, message
+    assert "\n" not in message and "pictures.epub is empty: no text in any chapter" in message, message
 
 
 def test_damaged_epub(tmp_path):

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from megadoc.pipeline.ingest.captions import load_srt, load_vtt
 from megadoc.pipeline.ingest.detect import kind_from_name, sniff_kind
-from megadoc.pipeline.ingest.document import Document, IngestError, Segment
+from megadoc.pipeline.ingest.document import Document, IngestError, Segment, empty_error
 from megadoc.pipeline.ingest.epub import load_epub
 from megadoc.pipeline.ingest.meeting import load_meeting
 from megadoc.pipeline.ingest.normalize import Normalized, normalize_text
@@ -51,11 +51,12 @@ def load_document(source: str | Path, *, password: str | None = None, stdin: Bin
         data = _gunzip(data, label)
         file_name = file_name.removesuffix(".gz").removesuffix(".GZ")
     if not data:
-        raise IngestError(f"{label} is empty")
+        raise empty_error(source)
     kind = kind_from_name(file_name) or sniff_kind(data)
-    if kind == "pdf":
-        return load_pdf(data, source, password)
-    return _LOADERS[kind](data, source)
+    document = load_pdf(data, source, password) if kind == "pdf" else _LOADERS[kind](data, source)
+    if not any(char.isprintable() and not char.isspace() for char in document.text):
+        raise empty_error(source, "no visible text in it")  # whitespace, control or zero-width characters
+    return document
 
 
 def _read_file(path: Path) -> bytes:

@@ -15,7 +15,7 @@ import pysrt
 import webvtt
 
 from megadoc.display import one_line
-from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, empty_error, source_label
 from megadoc.pipeline.ingest.text import decode_text
 
 # "ANN:", "Dr. Smith:", ">> SPEAKER 2:" at the start of a cue: up to four capitalised words.
@@ -76,6 +76,5 @@ def _document(cues: list[_Cue], source: str, kind: str, warnings: list[str]) -> 
             builder.add(f"{cue.speaker}: {cue.text}" if cue.speaker else cue.text, **origin)
         previous_speaker = cue.speaker
     if builder.is_empty:
-        name = source_label(source)
-        raise IngestError(f"{name}: no captions with text found (is it a valid {kind.upper()} file?)")
+        raise empty_error(source, f"no caption with text (is it a valid {kind.upper()} file?)")
     return builder.build(source=source, kind=kind, warnings=warnings)

@@ -16,6 +16,12 @@ class IngestError(Exception):
     """A document that cannot be read; str() is one line naming the file, fit to show a user."""
 
 
+def empty_error(source: str, why: str | None = None) -> IngestError:
+    """The one error of every document without text (an empty file, captions whose cues have no
+    text, a scanned PDF, ...): "NAME is empty", and why where it is not plain."""
+    return IngestError(f"{source_label(source)} is empty" + (f": {why}" if why else ""))
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """A contiguous span [start, end) of Document.text and what is known of its origin."""

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urldefrag
 from ebooklib import epub
 
 from megadoc.display import one_line
-from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, empty_error, source_label
 from megadoc.pipeline.ingest.html_text import html_to_text
 
 
@@ -37,7 +37,7 @@ def load_epub(data: bytes, source: str) -> Document:
         chapter = titles.get(_normalize(file_name)) or heading or chapter
         builder.add(text, chapter=chapter)
     if builder.is_empty:
-        raise IngestError(f"{name}: no text in any chapter of this EPUB")
+        raise empty_error(source, "no text in any chapter of this EPUB")
     title = (metadata_title[0][0] or "").strip() if metadata_title else ""
     return builder.build(source=source, kind="epub", title=title or None)
 

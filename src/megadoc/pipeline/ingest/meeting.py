@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Iterable
 
-from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, empty_error, source_label
 from megadoc.pipeline.ingest.text import decode_text
 
 # QMSum's annotation tags: 9.8% of the characters of its val transcripts, in none of its 272 reference
@@ -52,5 +52,5 @@ def load_meeting(data: bytes, source: str) -> Document:
     if malformed:
         warnings.append(f'{name}: {malformed} turn(s) without a "content" string skipped')
     if builder.is_empty:
-        raise IngestError(f"{name}: the meeting transcript has no turns with text")
+        raise empty_error(source, "the meeting transcript has no turns with text")
     return builder.build(source=source, kind="meeting", warnings=warnings)

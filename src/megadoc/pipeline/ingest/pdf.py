@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pypdf import PdfReader
 
 from megadoc.display import one_line
-from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, empty_error, source_label
 from megadoc.pipeline.ingest.normalize import normalize_document
 
 MAX_PAGES = 200_000  # a 10M-token book has ~25K pages; more means a broken or hostile page tree
@@ -48,7 +48,7 @@ def load_pdf(data: bytes, source: str, password: str | None = None) -> Document:
     empty = sum(1 for text in texts if not text)
     if empty == page_count:
         where = "its only page" if page_count == 1 else f"any of {page_count} pages"
-        raise IngestError(f"{name}: no extractable text on {where} (scanned PDF? run OCR first)")
+        raise empty_error(source, f"no extractable text on {where} (scanned PDF? run OCR first)")
     if empty > _EMPTY_PAGES_WARNING_FRACTION * page_count:
         warnings.append(
             f"{name}: {empty} of {page_count} pages have no extractable text "

@@ -8,7 +8,7 @@ import re
 import charset_normalizer
 from markdown_it import MarkdownIt
 
-from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, source_label
+from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, empty_error, source_label
 from megadoc.pipeline.ingest.normalize import normalize_document
 
 # Checked in this order: the UTF-32 LE mark starts with the UTF-16 LE one.
@@ -35,7 +35,7 @@ def decode_text(data: bytes, source: str) -> tuple[str, list[str]]:
         raise IngestError(f"{name} looks like binary data, not text")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
-        raise IngestError(f"{name} is empty")
+        raise empty_error(source)
     return text, warnings
 
 
