@@ -93,8 +93,9 @@ def test_incremental_decoder_any_text(tok: Tokenizer, text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(ids=st.lists(st.integers(0, 499), max_size=16))
 def test_incremental_decoder_any_ids(tok: Tokenizer, ids: list[int]) -> None:
-    # Control tokens, stray bytes and "▁" pieces in any order: still exactly decode(ids).
-    assert "".join(_stream(tok, ids)) == tok.decode(ids)
+    # Control tokens, stray bytes and "▁" pieces in any order: still exactly decode(ids), less the
+    # U+FFFD of byte pieces that never form valid UTF-8 (never shown).
+    assert "".join(_stream(tok, ids)) == tok.decode(ids).replace("\ufffd", "")
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"", lambda b: b"not a model" * 50])

@@ -62,8 +62,10 @@ class IncrementalDecoder:
     Each push decodes a short window: the ids of the previous emission (as context, so that
     sentencepiece places the leading "▁" space exactly as in a full decode) plus the ids not
     yet emitted, and returns what the new ids add. Text ending in U+FFFD is held back: it is a
-    UTF-8 character whose remaining byte-fallback pieces have not arrived yet. The pieces
-    therefore always concatenate to `decode(all ids)`.
+    UTF-8 character whose remaining byte-fallback pieces have not arrived yet. Byte-fallback
+    pieces that never form valid UTF-8 (a stray continuation byte, a character cut off at the
+    end) are dropped rather than shown as U+FFFD. The pieces therefore always concatenate to
+    `decode(all ids)` without its U+FFFD characters.
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
@@ -76,7 +78,7 @@ class IncrementalDecoder:
         return self._emit(final=False)
 
     def flush(self) -> str:
-        """The held-back text (incomplete characters decode to U+FFFD, as in `decode`)."""
+        """The held-back text, less any incomplete character."""
         return self._emit(final=True)
 
     def _emit(self, final: bool) -> str:
@@ -88,7 +90,7 @@ class IncrementalDecoder:
             return ""
         self._window = self._window[self._context :]
         self._context = len(self._window)
-        return text[len(done) :]
+        return text[len(done) :].replace("\ufffd", "")
 
 
 def train_tokenizer(
