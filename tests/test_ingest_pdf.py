@@ -1,13 +1,16 @@
 """PDF ingestion on PDFs written here with fpdf2 and on real-world files from py-pdf/sample-files."""
 
+import io
+import re
 from pathlib import Path
 
 import pytest
 from fpdf import FPDF
 from fpdf.enums import EncryptionMethod
+from pypdf import PdfWriter
 
 from megadoc.pipeline.ingest import IngestError, load_document
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, austen_paragraphs, run_cli, write_pdf
 
 SAMPLES = Path(__file__).parent / "data" / "pdfs"
 SHARED_PDFS = SHARED_DATA / "pdfs"
@@ -164,3 +167,29 @@ def test_garbage_with_a_pdf_header(tmp_path):
     with pytest.raises(IngestError) as error:
         load_document(path)
     _assert_one_line(error, path, "cannot read this PDF")
+
+
+def _cut_off_book(tmp_path: Path, fraction: float) -> Path:
+    """A six-page PDF as pypdf writes it (fonts beside each page), cut off at `fraction` of its bytes."""
+    written = io.BytesIO()
+    PdfWriter(clone_from=write_pdf(tmp_path / "full.pdf", austen_paragraphs(6))).write(written)
+    path = tmp_path / "cut.pdf"
+    path.write_bytes(written.getvalue()[: int(len(written.getvalue()) * fraction)])
+    return path
+
+
+def test_a_truncated_pdf_reads_the_pages_that_survive_and_names_the_rest(tmp_path):
+    doc = load_document(_cut_off_book(tmp_path, 0.5))
+    read = sorted({s.page for s in doc.segments})
+    [warning] = doc.warnings
+    assert read and f"read {len(read)} of 6 pages" in warning and "cut off" in warning
+    named = re.search(r"pp?\. ([\d, -]+) could not be read", warning).group(1)
+    lost = {n for part in named.split(", ") for n in range(int(part.split("-")[0]), int(part.split("-")[-1]) + 1)}
+    assert lost.isdisjoint(read) and lost | set(read) == set(range(1, 7))
+
+
+def test_a_truncated_pdf_through_ask_warns_and_answers(app_env, tiny_model_dir, tmp_path):
+    path = _cut_off_book(tmp_path, 0.5)
+    result = run_cli("ask", path, "Who is Anne?", "--model", tiny_model_dir, "--device", "cpu", "--max-tokens", "4")
+    assert result.exit_code == 0, result.stderr
+    assert "warning: " in result.stderr and "cut off" in result.stderr and "could not be read" in result.stderr

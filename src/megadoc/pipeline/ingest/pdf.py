@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +16,7 @@ from megadoc.pipeline.ingest.normalize import normalize_document
 
 MAX_PAGES = 200_000  # a 10M-token book has ~25K pages; more means a broken or hostile page tree
 _EMPTY_PAGES_WARNING_FRACTION = 0.1
+_OBJECT = re.compile(rb"(\d+)\s+\d+\s+obj\b")
 # Typographic ligatures (U+FB00-FB06: "ﬁ", "ﬂ", ...) that pdfTeX fonts emit; spelled out they
 # tokenize and match search terms like the words they are.
 _LIGATURES = str.maketrans(
@@ -30,9 +32,10 @@ def load_pdf(data: bytes, source: str, password: str | None = None) -> Document:
     # any of them means this file cannot be read, and must reach the user as one line.
     try:
         with _pypdf_log_to(repairs):
-            reader = PdfReader(io.BytesIO(data), strict=False)
+            reader, cut_off = _open(data)
             _decrypt(reader, name, password)
             page_count = len(reader.pages)
+            declared = _declared_pages(reader) if cut_off else page_count
             if page_count > MAX_PAGES:
                 raise IngestError(f"{name} has {page_count} pages; more than {MAX_PAGES} is not supported")
             texts = [_page_text(reader, i, name, warnings) for i in range(page_count)]
@@ -46,10 +49,19 @@ def load_pdf(data: bytes, source: str, password: str | None = None) -> Document:
     if page_count == 0:
         raise IngestError(f"{name} has no pages")
     empty = sum(1 for text in texts if not text)
-    if empty == page_count:
+    if cut_off and empty < page_count:
+        lost = [i + 1 for i, text in enumerate(texts) if not text] + list(range(page_count + 1, declared + 1))
+        warnings.append(
+            f"{name} is cut off (a truncated file): read {page_count - empty} of {max(declared, page_count)} pages; "
+            f"{_pages(lost)} could not be read"
+            if lost
+            else f"{name} is cut off (a truncated file): read every page"
+        )
+        repairs = []
+    elif empty == page_count:
         where = "its only page" if page_count == 1 else f"any of {page_count} pages"
         raise empty_error(source, f"no extractable text on {where} (scanned PDF? run OCR first)")
-    if empty > _EMPTY_PAGES_WARNING_FRACTION * page_count:
+    if empty > _EMPTY_PAGES_WARNING_FRACTION * page_count and not cut_off:
         warnings.append(
             f"{name}: {empty} of {page_count} pages have no extractable text "
             "(scanned pages? run OCR first to read them)"
@@ -63,6 +75,40 @@ def load_pdf(data: bytes, source: str, password: str | None = None) -> Document:
         builder.add(text, page=number, chapter=chapter)
     document = builder.build(source=source, kind="pdf", title=title, warnings=warnings)
     return normalize_document(document, dehyphenate=True)
+
+
+def _open(data: bytes) -> tuple[PdfReader, bool]:
+    """The reader, and whether the file is cut off: a file truncated before its end (no %%EOF, no
+    cross-reference table) gets a trailer appended naming how many objects there are, so that
+    pypdf's lenient mode rebuilds the table from the objects that survive, and finds the catalog."""
+    try:
+        return PdfReader(io.BytesIO(data), strict=False), False
+    except Exception:  # same reason as in load_pdf
+        if b"%%EOF" in data[-1024:]:
+            raise
+    size = 1 + max((int(m.group(1)) for m in _OBJECT.finditer(data)), default=0)
+    trailer = b"\ntrailer\n<< /Size %d >>\nstartxref\n0\n%%%%EOF\n" % size
+    return PdfReader(io.BytesIO(data + trailer), strict=False), True
+
+
+def _declared_pages(reader: PdfReader) -> int:
+    """How many pages the page tree says there are (more than survive in a cut-off file)."""
+    try:
+        return int(reader.root_object["/Pages"]["/Count"])
+    except Exception:  # same reason as in load_pdf: an unreadable count only costs the number
+        return len(reader.pages)
+
+
+def _pages(numbers: list[int]) -> str:
+    """[1, 4, 5, 6] -> "pp. 1, 4-6"."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    listed = ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+    return f"{'p' if numbers == numbers[:1] else 'pp'}. {listed}"
 
 
 def _decrypt(reader: PdfReader, name: str, password: str | None) -> None:
