@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from megadoc.pipeline.ingest.meeting import format_transcript
 from megadoc.pipeline.names import character_names
+from megadoc.training.exclusions import is_evaluation_book
 
 # "*** START OF THIS PROJECT GUTENBERG EBOOK TITLE ***"; long titles wrap onto a second line.
 _START = re.compile(
@@ -88,6 +89,13 @@ def split_books(book_dir: Path, heldout_fraction: float, seed: int) -> tuple[lis
         digest = hashlib.sha256(f"{seed}:{_title_key(path)}".encode()).digest()
         (heldout if int.from_bytes(digest[:8]) / 2**64 < heldout_fraction else train).append(path)
     return train, heldout
+
+
+def training_books(book_dir: Path) -> list[Path]:
+    """The books that may train the shipped model: split_books' train side, less every book an
+    evaluation asks about (exclusions.EVALUATION_BOOKS)."""
+    train, _ = split_books(book_dir, HELDOUT_FRACTION, SPLIT_SEED)
+    return [path for path in train if not is_evaluation_book(path)]
 
 
 class QAPair(NamedTuple):

@@ -37,7 +37,7 @@ class Recipe:
     out_dir: str
     tokens: str  # pretraining token shards: a directory of uint16 .npy files
     model: dict = field(default_factory=lambda: {"preset": "mini"})
-    tune: str | None = None  # tuning rows (.npz from megadoc.training.rows); None: pretraining only
+    tune: str | list[str] | None = None  # tuning rows (.npz files from megadoc.training.rows); None: pretraining
     tune_fraction: float = 0.5  # share of rows drawn from `tune` in the tuning stage
     repeat_fraction: float = 0.0  # share of rows that are repeat windows (RepeatWindows): copying practice
     # "row_mean": every row weighs the same (row_mean_loss); "token_mean": every scored token does,
@@ -90,18 +90,38 @@ def model_config(recipe: Recipe) -> MegalodonConfig:
 
 
 class PretrainWindows:
-    """Random windows of `seq_len + 1` tokens from token shards (documents separated by EOS)."""
+    """Random windows of `seq_len + 1` tokens from token shards (documents separated by EOS).
+
+    Shards that appear in the directory while training runs join the draw (checked every
+    REFRESH_EVERY windows): on the GPU machine the books arrive in parts, one device call each,
+    and the run need not wait for the last. A shard is written under another name and renamed
+    to *.npy when whole."""
+
+    REFRESH_EVERY = 64
 
     def __init__(self, directory: str | Path, seq_len: int, rng: np.random.Generator) -> None:
-        self.shards = [np.load(p, mmap_mode="r") for p in sorted(Path(directory).glob("*.npy"))]
-        self.shards = [s for s in self.shards if len(s) > seq_len + 1]
+        self.directory, self.seq_len, self.rng = Path(directory), seq_len, rng
+        self.paths: list[Path] = []
+        self.refresh()
         if not self.shards:
             raise ValueError(f"{directory}: no token shard longer than {seq_len + 1} tokens")
-        sizes = np.array([len(s) - seq_len - 1 for s in self.shards], dtype=np.float64)
-        self.weights = sizes / sizes.sum()
-        self.seq_len, self.rng = seq_len, rng
+
+    def refresh(self) -> None:
+        """Load the shards of the directory, if there are new ones."""
+        self.drawn = 0
+        paths = sorted(self.directory.glob("*.npy"))
+        if paths == self.paths:
+            return
+        self.paths = paths
+        shards = [np.load(p, mmap_mode="r") for p in paths]
+        self.shards = [s for s in shards if len(s) > self.seq_len + 1]
+        sizes = np.array([len(s) - self.seq_len - 1 for s in self.shards], dtype=np.float64)
+        self.weights = sizes / sizes.sum() if len(sizes) else sizes
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        self.drawn += 1
+        if self.drawn >= self.REFRESH_EVERY:
+            self.refresh()
         shard = self.shards[self.rng.choice(len(self.shards), p=self.weights)]
         start = int(self.rng.integers(0, len(shard) - self.seq_len - 1))
         window = np.asarray(shard[start : start + self.seq_len + 1], dtype=np.int64)
@@ -114,9 +134,18 @@ class TuneRows:
     start, so that every token keeps its position in its chunk: the final prompt starts a chunk,
     with the recalled evidence and the question in one attention window, as when the app answers."""
 
-    def __init__(self, path: str | Path, seq_len: int, pad_id: int, rng: np.random.Generator, chunk_size: int) -> None:
-        data = np.load(path)
-        self.ids, self.offsets, self.answer_starts = data["ids"], data["offsets"], data["answer_starts"]
+    def __init__(
+        self, paths: str | Path | list, seq_len: int, pad_id: int, rng: np.random.Generator, chunk_size: int
+    ) -> None:
+        ids, offsets, answer_starts, base = [], [np.zeros(1, dtype=np.int64)], [], 0
+        for path in [paths] if isinstance(paths, str | Path) else paths:
+            data = np.load(path)
+            ids.append(data["ids"])
+            offsets.append(data["offsets"][1:].astype(np.int64) + base)
+            answer_starts.append(data["answer_starts"].astype(np.int64) + base)
+            base += int(data["offsets"][-1])
+        self.ids, self.offsets = np.concatenate(ids), np.concatenate(offsets)
+        self.answer_starts = np.concatenate(answer_starts)
         self.seq_len, self.pad_id, self.rng, self.chunk_size = seq_len, pad_id, rng, chunk_size
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
