@@ -180,6 +180,8 @@ def eval_who(
                 loaded.name,
             )
         elif engine == "hf":
+            if context != "head":
+                raise UsageError("eval who --engine hf reads --context head (the app's question prompt)")
             recall = bool(recall)
             asker, name = HFAsker(_hf_predictor(model, device, context, recall, window, max_tokens), max_tokens), model
         else:

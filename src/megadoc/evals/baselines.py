@@ -13,6 +13,7 @@ the only part that gets cut.
 import re
 from collections import Counter
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,15 @@ class MostFrequentNameBaseline:
     questions about novels: many ask who did what)."""
 
     def predict(self, example: Example) -> str:
-        names = character_names(example.document) - set(re.findall(r"\w+", example.question))
-        counts = {name: len(re.findall(rf"\b{name}\b", example.document)) for name in names}
-        return max(counts, key=lambda name: (counts[name], name), default="")
+        used = set(re.findall(r"\w+", example.question))
+        return next((name for name in _names_by_frequency(example.document) if name not in used), "")
+
+
+@cache
+def _names_by_frequency(document: str) -> tuple[str, ...]:
+    """The document's character names, most frequent first (a book's questions share one count)."""
+    counts = {name: len(re.findall(rf"\b{name}\b", document)) for name in character_names(document)}
+    return tuple(sorted(counts, key=lambda name: (-counts[name], name)))
 
 
 class MajorityAnswerBaseline:
