@@ -38,11 +38,15 @@ def test_answer_cites_the_page_and_a_second_question_comes_from_the_cache(app_en
     assert row["citations"][0]["label"] == "p. 2" and "lighthouse" in row["citations"][0]["excerpt"]
     total = row["document"]["tokens"]
     assert row["cache"] == "read" and 0 < total - row["tokens_read"] < 16  # read up to the last chunk boundary
-    assert {"ingest_s", "load_model_s", "read_s", "first_token_s", "answer_s"} <= row["timings"].keys()
+    assert {"ingest_s", "load_model_s", "tokenize_s", "read_s", "index_s", "first_token_s", "answer_s"} <= row[
+        "timings"
+    ].keys()
+    assert row["index"] == "built"
 
     again = ask(book, "Who was the lighthouse keeper at Lyme?", "--json", model=tiny_model_dir)
     [cached] = json_rows(again.stdout)
     assert cached["cache"] == "cached" and cached["tokens_read"] == 0
+    assert cached["index"] == "cached"  # the passage index was kept with the state
     assert cached["answer"] == row["answer"]  # greedy decoding from the same state
 
     text = ask(book, "Who was the lighthouse keeper at Lyme?", model=tiny_model_dir)

@@ -125,3 +125,24 @@ def test_tuning_rows_are_what_the_reader_feeds(loaded, document, monkeypatch, re
     text = loaded.tokenizer.decode(prompt)
     assert text.rstrip().endswith("Answer:") and question in text
     assert ("[line " in text) == recall  # recalled passages are tagged with where they came from
+
+
+def test_the_passage_index_is_kept_with_the_state_and_made_only_when_needed(loaded, document, tmp_path):
+    cache = StateCache(tmp_path)
+    first = Reader(loaded, cache).read(document)
+    assert first.index_status is None and "index" not in first.seconds  # not made by reading
+    built = first.passages
+    assert first.index_status == "built" and first.seconds["index"] >= 0
+
+    second = Reader(loaded, cache).read(document)  # a new process, as far as the pipeline knows
+    assert second.status == "cached" and second.passages.passages == built.passages
+    assert second.index_status == "cached"
+    query = "Sir Walter Elliot vanity"
+    assert (second.passages.scores(query) == built.scores(query)).all()
+
+    key = cache_key(loaded.fingerprint, loaded.tokenizer.id, document.content_hash())
+    (tmp_path / "states" / f"{key}.recall" / "passages.json").write_text("[[0, 1, 2")  # damaged
+    third = Reader(loaded, cache).read(document)
+    assert third.passages.passages == built.passages and third.index_status == "built"
+    cache.remove(key)
+    assert not (tmp_path / "states" / f"{key}.recall").exists()

@@ -131,6 +131,7 @@ def _answer_json(
         "model": session.loaded.name,
         "recall": recall,
         "cache": read.status,
+        "index": read.index_status,  # the passage index: "cached", "built", or null when unused
         "tokens_read": read.tokens_read,
         "timings": {
             "ingest_s": round(ingest_seconds, 4),

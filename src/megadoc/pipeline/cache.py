@@ -4,7 +4,9 @@ Layout: one safetensors file per (model, tokenizer, document) under `<root>/stat
 hash of the model fingerprint, the tokenizer id and the document's content hash; its JSON
 metadata repeats the three (checked on load), and says how far the read got (`tokens_total`,
 `complete`). A partial file is a checkpoint a later run resumes from. Beside it, `<key>.tokens`
-keeps the document's token ids and character spans, so a cached question does not re-tokenize.
+keeps the document's token ids and character spans, so a cached question does not re-tokenize,
+and `<key>.recall/` its passages and their BM25 index (JSON and numpy arrays, never pickle), so it
+does not rebuild the recall index either.
 
 Concurrency: a process holds an exclusive `flock` on `<key>.lock` while it reads a document and
 writes its state, so a second process asking about the same document waits, then finds the state
@@ -19,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 import torch
@@ -33,6 +36,10 @@ from safetensors.torch import load_file, save_file
 from megadoc.display import one_line
 from megadoc.engine import State
 
+if TYPE_CHECKING:
+    from megadoc.pipeline.ingest import Document
+    from megadoc.pipeline.recall import PassageIndex
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -40,6 +47,7 @@ except ImportError:  # Windows
 
 SUFFIX = ".state"
 TOKENS_SUFFIX = ".tokens"
+RECALL_SUFFIX = ".recall"
 # Metadata fields a cached state must share with the request to be used.
 IDENTITY = ("model", "tokenizer", "document")
 
@@ -166,6 +174,35 @@ class StateCache:
             return None
         return ids.tolist(), [tuple(span) for span in offsets.tolist()]
 
+    def save_passages(self, key: str, identity: dict[str, str], index: PassageIndex) -> None:
+        """The document's passage index, written to a temporary folder and renamed into place (a
+        concurrent writer's complete copy wins)."""
+        self.states.mkdir(parents=True, exist_ok=True)
+        path = self.states / f"{key}{RECALL_SUFFIX}"
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        index.save(tmp)
+        (tmp / "identity.json").write_text(json.dumps(identity, sort_keys=True))
+        try:
+            tmp.rename(path)
+        except OSError:  # already there
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load_passages(self, key: str, identity: dict[str, str], document: Document) -> PassageIndex | None:
+        """The saved passage index for exactly this identity, or None (a bad one is removed)."""
+        from megadoc.pipeline.recall import PassageIndex  # bm25s: imported only where recall is used
+
+        path = self.states / f"{key}{RECALL_SUFFIX}"
+        if not path.is_dir():
+            return None
+        try:
+            if (path / "identity.json").read_text() != json.dumps(identity, sort_keys=True):
+                raise ValueError("made for another document")
+            return PassageIndex.load(path, document)
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)
+            return None
+
     def entries(self) -> list[CacheEntry]:
         """Every cached state, newest first; files whose header cannot be read are listed as such."""
         found = []
@@ -177,6 +214,7 @@ class StateCache:
     def remove(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
         (self.states / f"{key}{TOKENS_SUFFIX}").unlink(missing_ok=True)
+        shutil.rmtree(self.states / f"{key}{RECALL_SUFFIX}", ignore_errors=True)
         (self.states / f"{key}.lock").unlink(missing_ok=True)
 
     def clear(self) -> int:
@@ -184,9 +222,12 @@ class StateCache:
         entries = self.entries()
         for entry in entries:
             self.remove(entry.key)
-        for pattern in (f"*{TOKENS_SUFFIX}", "*.tmp"):
+        for pattern in (f"*{TOKENS_SUFFIX}", f"*{RECALL_SUFFIX}", "*.tmp"):
             for stray in self.states.glob(pattern) if self.states.is_dir() else []:
-                stray.unlink(missing_ok=True)
+                if stray.is_dir():
+                    shutil.rmtree(stray, ignore_errors=True)
+                else:
+                    stray.unlink(missing_ok=True)
         return len(entries)
 
 

@@ -9,12 +9,14 @@ answer, the recalled passages that best match question + answer are its citation
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 # bm25s imports JAX where it is installed and runs a top-k at import, which starts JAX on the GPU
 # and with it JAX's default preallocation of 75% of GPU memory: the torch model reading beside it
@@ -85,14 +87,38 @@ class Evidence:
 class PassageIndex:
     """The document's passages and their BM25 index."""
 
-    def __init__(self, document: Document, passages: list[Passage]) -> None:
+    def __init__(self, document: Document, passages: list[Passage], bm25: bm25s.BM25 | None = None) -> None:
+        """Index `passages` (or take `bm25`, their index as saved)."""
         self.document = document
         self.passages = passages
-        self._bm25 = bm25s.BM25()
-        texts = [self.text(p) for p in passages]
+        self._bm25 = bm25 or bm25s.BM25()
+        texts = [self.text(p) for p in passages] if bm25 is None else []
         if texts:
             tokens = bm25s.tokenize(texts, stopwords=_STOPWORDS, show_progress=False)  # as content_words
             self._bm25.index(tokens, show_progress=False)
+
+    def save(self, directory: Path) -> None:
+        """The passages (spans and labels, JSON) and their BM25 index (numpy arrays, no pickle)."""
+        directory.mkdir(parents=True)
+        spans = [[p.token_start, p.token_end, p.char_start, p.char_end, p.label] for p in self.passages]
+        (directory / "passages.json").write_text(json.dumps(spans, ensure_ascii=False), encoding="utf-8")
+        if self.passages:
+            self._bm25.save(str(directory / "bm25"), show_progress=False)
+
+    @classmethod
+    def load(cls, directory: Path, document: Document) -> PassageIndex:
+        """What `save` wrote, for `document`; ValueError when it does not fit the document."""
+        try:
+            spans = json.loads((directory / "passages.json").read_text(encoding="utf-8"))
+            passages = [Passage(int(a), int(b), int(c), int(d), str(label)) for a, b, c, d, label in spans]
+            bm25 = bm25s.BM25.load(str(directory / "bm25"), show_progress=False) if passages else None
+        except (OSError, TypeError, KeyError) as error:
+            raise ValueError(f"unreadable passage index ({error})") from None
+        if any(not 0 <= p.char_start <= p.char_end <= len(document.text) for p in passages):
+            raise ValueError("passage index does not fit the document")
+        if bm25 is not None and bm25.scores["num_docs"] != len(passages):
+            raise ValueError("passage index does not fit its passages")
+        return cls(document, passages, bm25)
 
     @classmethod
     def build(

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from megadoc import prompts
 from megadoc.engine import GenerationConfig, State, stream_text
@@ -39,16 +40,30 @@ class ReadInterrupted(KeyboardInterrupt):
 @dataclass
 class ReadDocument:
     """A document as read: its ids (BOS first) with character spans, the state at the last chunk
-    boundary (never mutated: questions clone it) and its passage index."""
+    boundary (never mutated: questions clone it) and its passage index, made on first use."""
 
     document: Document
     ids: list[int]
     offsets: list[tuple[int, int]]
     state: State
-    passages: PassageIndex
     tokens_read: int  # tokens the model read in this run (0 when the cache had it all)
     status: str  # "read", "resumed" or "cached"
     seconds: dict[str, float] = field(default_factory=dict)
+    # Loads or builds the passage index; returns it and "cached" or "built".
+    index_loader: Callable[[], tuple[PassageIndex, str]] | None = field(default=None, repr=False)
+    index_status: str | None = None  # "cached" or "built", once the index is made
+    _passages: PassageIndex | None = field(default=None, repr=False)
+
+    @property
+    def passages(self) -> PassageIndex:
+        """The passage index: loaded from the state cache, else built (and saved), when first
+        needed; its seconds go to `seconds["index"]`."""
+        if self._passages is None:
+            start = time.perf_counter()
+            assert self.index_loader is not None
+            self._passages, self.index_status = self.index_loader()
+            self.seconds["index"] = time.perf_counter() - start
+        return self._passages
 
     @property
     def tail_text(self) -> str:
@@ -164,18 +179,24 @@ class Reader:
                 self.cache.save_tokens(key, identity, *tokens)
         ids, offsets = tokens
         tokenized = time.perf_counter()
-        passages = PassageIndex.build(document, offsets, passage_size(self.model.config.chunk_size), first_token=1)
-        indexed = time.perf_counter()
         if self.cache is None:
             state, status, tokens_read = self._read_uncached(ids, on_progress)
         else:
             state, status, tokens_read = self._read_cached(key, identity, ids, document, on_progress)
-        seconds = {
-            "tokenize": tokenized - start,
-            "index": indexed - tokenized,
-            "read": time.perf_counter() - indexed,
-        }
-        return ReadDocument(document, ids, offsets, state, passages, tokens_read, status, seconds)
+        seconds = {"tokenize": tokenized - start, "read": time.perf_counter() - tokenized}
+        loader = partial(self._passage_index, key, identity, document, offsets)
+        return ReadDocument(document, ids, offsets, state, tokens_read, status, seconds, loader)
+
+    def _passage_index(
+        self, key: str, identity: dict[str, str], document: Document, offsets: list[tuple[int, int]]
+    ) -> tuple[PassageIndex, str]:
+        cached = None if self.cache is None else self.cache.load_passages(key, identity, document)
+        if cached is not None:
+            return cached, "cached"
+        index = PassageIndex.build(document, offsets, passage_size(self.model.config.chunk_size), first_token=1)
+        if self.cache is not None:
+            self.cache.save_passages(key, identity, index)
+        return index, "built"
 
     def _tokenize(self, document: Document) -> tuple[list[int], list[tuple[int, int]]]:
         ids, offsets = self.tokenizer.encode_with_offsets(document.text)
@@ -279,7 +300,7 @@ class Reader:
         and the response gets citations; when nothing matches the query, the tail is used."""
         before, after = prompts.split(template, **slots)
         prompt, evidence = final_prompt(
-            read.passages,
+            read.passages if recall_query is not None else None,
             read.tail_text,
             before,
             after,
