@@ -3,8 +3,6 @@ status bar (model, device, tokens read, state size, what the app is doing)."""
 
 from __future__ import annotations
 
-import time
-
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.content import Content
@@ -13,11 +11,7 @@ from textual.widget import Widget
 from textual.widgets import Label, ProgressBar
 
 from megadoc.display import byte_size
-
-
-def duration(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+from megadoc.pipeline.progress import Speedometer, clock
 
 
 class ReadProgress(Horizontal):
@@ -26,7 +20,7 @@ class ReadProgress(Horizontal):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._first: tuple[float, int] | None = None
+        self._speed = Speedometer()
 
     def compose(self) -> ComposeResult:
         yield Label("Reading", id="read-title")
@@ -34,15 +28,12 @@ class ReadProgress(Horizontal):
         yield Label("", id="read-numbers")
 
     def update(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if self._first is None:
-            self._first = (now, done)
+        self._speed.update(done)
         self.query_one(ProgressBar).update(total=total, progress=done)
-        started, begin = self._first
-        speed = (done - begin) / (now - started) if now > started and done > begin else 0.0
         numbers = f"{done:,}/{total:,} tokens"
-        if speed:
-            numbers += f"  {speed:,.0f} tok/s  ETA {duration((total - done) / speed)}"
+        left = self._speed.left(done, total)
+        if left is not None:
+            numbers += f"  {self._speed.speed:,.0f} tok/s  ETA {clock(left)}"
         self.query_one("#read-numbers", Label).update(numbers)
 
 

@@ -1,0 +1,35 @@
+"""Progress of a long read: tokens/s and time left, on a terminal (rich's bar) and elsewhere (a
+plain line now and then, so a read in a log or pipe is never silent)."""
+
+import io
+
+import torch
+from rich.console import Console
+
+from megadoc.pipeline import registry
+from megadoc.pipeline.ingest import load_document
+from megadoc.pipeline.progress import ProgressBar, Speedometer
+from megadoc.pipeline.session import Reader
+from tests.helpers import AUSTEN
+
+
+def test_speed_and_time_left_count_from_the_first_report():
+    speed = Speedometer()
+    speed.update(1000, now=10.0)  # a resumed read: 1,000 tokens were read before
+    assert speed.left(1000, 5000) is None
+    speed.update(1400, now=12.0)
+    assert speed.speed == 200 and speed.left(1400, 5000) == 18
+
+
+def test_a_read_logged_to_a_file_reports_speed_and_time_left(tiny_model_dir, tmp_path):
+    loaded = registry.load(tiny_model_dir, torch.device("cpu"))
+    path = tmp_path / "persuasion.txt"
+    path.write_text(AUSTEN[:1500])
+    log = io.StringIO()
+    console = Console(file=log, force_terminal=False, width=200)
+    with ProgressBar(console, "persuasion.txt", line_seconds=0) as bar:
+        read = Reader(loaded, None).read(load_document(path), bar.update)
+    lines = log.getvalue().splitlines()
+    assert lines and all(line.startswith("persuasion.txt: ") for line in lines)
+    last = lines[-1]
+    assert f"/{len(read.ids):,} tokens, " in last and " tokens/s, " in last and last.endswith(" left")
