@@ -56,7 +56,7 @@ def load_causal_lm(path: str | Path, device: str = "cpu", dtype: Any = None) -> 
 @dataclass(frozen=True)
 class Prompt:
     ids: list[int]
-    context: str  # the document text the model was shown: its head or the recalled passages
+    context: str  # the document text shown: its head or the recalled passages (scrolls: all, cut to fit)
 
 
 class HFPredictor:
@@ -81,10 +81,6 @@ class HFPredictor:
         self.window = window or getattr(config, "max_position_embeddings", None) or config.n_positions
         self.max_new_tokens, self.context, self.recall = max_new_tokens, context, recall
         self._indexes: dict[str, PassageIndex] = {}
-
-    @property
-    def mode(self) -> str:
-        return "recall" if self.recall else self.context
 
     def predict(self, example: Example) -> str:
         text, _ = self.answer(example.document, example.question, TEMPLATES[example.task], self._tokens(example.task))
