@@ -33,7 +33,7 @@ def test_a_batch_goes_on_past_a_failure_and_skips_what_is_done(app_env, tiny_mod
     out = tmp_path / "summaries"
     result = summarize(*good[:2], broken, good[2], "--out", out, model=tiny_model_dir)
     assert result.exit_code == 1 and result.stdout == ""
-    assert "error: " in result.stderr and "scan.pdf: no extractable text" in result.stderr
+    assert "error: " in result.stderr and "scan.pdf is empty: no extractable text" in result.stderr
     assert "Traceback" not in result.stderr
     assert "3 done, 0 skipped, 1 failed" in result.stderr
     written = sorted(p.name for p in out.iterdir())
