@@ -39,6 +39,7 @@ def test_copy_scores_passages_read_once_then_again(app_env, tiny_model_dir, tmp_
     import torch
 
     from megadoc.evals.perplexity import target_loss
+    from megadoc.pipeline.ingest import load_document
     from megadoc.pipeline.registry import load
 
     book = tmp_path / "book.txt"
@@ -49,7 +50,7 @@ def test_copy_scores_passages_read_once_then_again(app_env, tiny_model_dir, tmp_
     [row] = json_rows(result.stdout)
     assert row["passages"] == 3 and row["passage_tokens"] == 7
     loaded = load(tiny_model_dir, torch.device("cpu"))
-    ids = loaded.tokenizer.encode(AUSTEN[:2000])
+    ids = loaded.tokenizer.encode(load_document(book).text)  # what the model reads: wraps joined at ingestion
     room = len(ids) - 7
     passages = [ids[i * room // 3 : i * room // 3 + 7] for i in range(3)]
     first = sum(target_loss(loaded.model, loaded.tokenizer, p, 7, 7) / 7 for p in passages) / 3
