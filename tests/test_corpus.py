@@ -161,8 +161,8 @@ def test_tuning_rows_ask_each_qmsum_query_in_both_prompts(tmp_path: Path, sp_mod
     (meetings / first.name).write_bytes(first.read_bytes())
     queries = len(load_qmsum_examples(meetings))
     out = tmp_path / "tune.npz"
-    count = prepare_tune(tmp_path / "no-books", meetings, sp_model_path, out, per_book=1, seed=0)
-    assert count == 2 * queries
+    counts = prepare_tune(tmp_path / "no-books", meetings, sp_model_path, out, per_book=1, seed=0)
+    assert counts == {"qmsum": 2 * queries, "books": 0}
     data = np.load(out)
     tokenizer = Tokenizer.load(sp_model_path)
     prompts_seen, answers = set(), set()
@@ -207,7 +207,7 @@ def test_book_rows_rename_the_characters_consistently(sp_model_path: Path) -> No
         "Lisandro",
         "Perpetua",
     )
-    rows = _book_rows((str(path), str(sp_model_path), 12, 0, pool))
+    rows = _book_rows((str(path), str(sp_model_path), 12, 0, pool, None))
     assert len(rows) == 12
     tokenizer = Tokenizer.load(sp_model_path)
     people = person_names(clean_book(path))
@@ -220,7 +220,7 @@ def test_book_rows_rename_the_characters_consistently(sp_model_path: Path) -> No
         renamed_answers += bool(set(reply.split()) & set(pool))
     assert renamed_answers >= 3  # who-said / who-did answers are pool names now
     with pytest.raises(ValueError, match="people to rename"):
-        _book_rows((str(path), str(sp_model_path), 12, 0, pool[:3]))
+        _book_rows((str(path), str(sp_model_path), 12, 0, pool[:3], None))
 
 
 def test_books_tokenized_in_parts_add_shards(tmp_path: Path, sp_model_path: Path) -> None:

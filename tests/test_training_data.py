@@ -207,6 +207,10 @@ def test_shards_that_land_during_a_run_join_the_draw(tmp_path):
     np.save(tmp_path / "shard001.npy", np.ones(1000, dtype=np.uint16))
     seen = {int(windows.sample()[0][0]) for _ in range(4 * PretrainWindows.REFRESH_EVERY)}
     assert seen == {0, 1}
+    for path in tmp_path.glob("*.npy"):  # a folder emptied under a run: it keeps drawing what it had
+        path.unlink()
+    windows.refresh()
+    assert int(windows.sample()[0][0]) in {0, 1}
 
 
 def test_tune_rows_come_from_several_files(tmp_path):
@@ -221,27 +225,23 @@ def test_tune_rows_come_from_several_files(tmp_path):
     assert answers == {(4,), (6, 7), (12,)}
 
 
-# The copy task: a row holds a few "NAME VERB" pairs among filler, then "ASK VERB" for one of the
-# verbs; the answer is the name that came with it. Names are drawn anew for every row, so nothing
-# but the row itself says which: the model must copy from its evidence.
-NAMES, VERBS, FILLER, ASK = range(40, 64), range(30, 40), range(4, 30), 3
+# The copy task: a row holds one name among filler words, then "ASK"; the answer is that name.
+# Names are drawn anew for every row, so nothing but the row itself says which: the model must
+# copy it from its evidence, the skill answering from recalled passages rests on.
+NAMES, FILLER, ASK = range(40, 64), range(4, 40), 3
 
 
 def _copy_rows(rng: np.random.Generator, count: int) -> list[tuple[list[int], int]]:
     rows = []
     for _ in range(count):
-        names = rng.choice(NAMES, 3, replace=False)
-        verbs = rng.choice(VERBS, 3, replace=False)
-        ids = [1]
-        for name, verb in zip(names, verbs, strict=True):
-            ids += [int(rng.choice(FILLER)), int(name), int(verb)]
-        asked = int(rng.integers(3))
-        ids += [ASK, int(verbs[asked])]
-        rows.append(([*ids, int(names[asked])], len(ids)))
+        ids = [1, *(int(t) for t in rng.choice(FILLER, 8))]
+        name = int(rng.choice(NAMES))
+        ids[int(rng.integers(1, 9))] = name
+        rows.append(([*ids, ASK, name], len(ids) + 1))
     return rows
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 120 training steps: about a minute of CPU time (8.5 min wall on a loaded 2-core host)
 def test_a_tiny_model_learns_to_copy_a_name_from_its_evidence(tmp_path):
     rng = np.random.default_rng(0)
     write_rows(_copy_rows(rng, 2000), tmp_path / "copy.npz")
@@ -254,10 +254,10 @@ def test_a_tiny_model_learns_to_copy_a_name_from_its_evidence(tmp_path):
         model={"preset": "tiny", "vocab_size": 64, "chunk_size": 16},
         seq_len=16,
         batch_size=32,
-        steps=300,
+        steps=120,
         lr=1e-2,
-        warmup_steps=20,
-        log_every=100,
+        warmup_steps=10,
+        log_every=40,
         save_every=1000,
     )
     checkpoint = train(recipe)
@@ -266,4 +266,4 @@ def test_a_tiny_model_learns_to_copy_a_name_from_its_evidence(tmp_path):
     with torch.no_grad():
         logits = model(torch.tensor([ids[:start] for ids, start in test]))[:, -1]
     right = (logits.argmax(-1) == torch.tensor([ids[start] for ids, start in test])).float().mean().item()
-    assert right > 0.6  # chance: 1 in 24 names (1 in 3 among the row's own)
+    assert right > 0.8  # chance: 1 in 24

@@ -15,23 +15,27 @@
 # the who-questions, QMSum validation (as many of the 272 as the time allows, both models at once).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="/root/site:/root/src"
+# The round runs in ROUND, outside the work tree, which each device call re-syncs (a link or folder
+# of ignored outputs there does not survive it).
+ROUND=/root/round10
 TOKENIZER=src/megadoc/models/mini/tokenizer.model
 megadoc() { python3 -c 'from megadoc.cli import main; main()' "$@"; }
 
-unpack() {  # every DIR/*.xz into runs/data (token shards into runs/data/tokens), whole files only
-  mkdir -p runs/data/tokens runs/data/eval
+unpack() {  # every DIR/*.xz into ROUND/runs/data (token shards into runs/data/tokens), whole files only
+  local data=$ROUND/runs/data
+  mkdir -p $data/tokens $data/eval
   for f in "$1"/*.xz; do
     name=$(basename "$f" .xz)
     case "$name" in
-      shard*) target=runs/data/tokens/$name ;;
-      *.tar) target=runs/data/eval/$name ;;
-      *) target=runs/data/$name ;;
+      shard*) target=$data/tokens/$name ;;
+      *.tar) target=$data/eval/$name ;;
+      *) target=$data/$name ;;
     esac
     python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
       "$f" "$target.part" && mv "$target.part" "$target"
-    [[ "$target" == *.tar ]] && tar -xf "$target" -C runs/data/eval && rm "$target"
+    if [[ "$target" == *.tar ]]; then tar -xf "$target" -C $data/eval && rm "$target"; fi
   done
-  ls -la runs/data runs/data/tokens
+  ls -la $data $data/tokens
 }
 
 score() {  # score MODEL NAME: bits/byte and who-questions, JSON into runs/scores
@@ -39,6 +43,8 @@ score() {  # score MODEL NAME: bits/byte and who-questions, JSON into runs/score
   megadoc eval ppl runs/data/eval/heldout/*.txt --context 1024,4096,16384,65536 --model "$1" --device cuda \
     --json > "runs/scores/ppl-$2.json"
   megadoc eval who --books runs/data/eval/books --model "$1" --device cuda --json > "runs/scores/who-$2.json"
+  megadoc eval who --books runs/data/eval/books --model "$1" --device cuda --no-repeat-ngram 0 --json \
+    > "runs/scores/who-$2-ngram0.json"
 }
 
 qmsum() {  # qmsum MODEL NAME: QMSum validation with recall, per-example rows (resumable)
@@ -65,9 +71,11 @@ run() {
 
 case "${1:-}" in
   start)
-    mkdir -p /root/runs && ln -sfn /root/runs runs && rm -rf /root/src && cp -r .carry/src /root/src
+    rm -rf /root/src && cp -r .carry/src /root/src
+    mkdir -p $ROUND/src/megadoc/models/mini && cp -r recipes $ROUND/ && cp src/megadoc/models/mini/* $ROUND/src/megadoc/models/mini/
     unpack .carry/c1
-    setsid nohup bash "$0" run > runs/round10.log 2>&1 < /dev/null &
+    cp "$0" $ROUND/round10.sh
+    (cd $ROUND && setsid nohup bash round10.sh run > runs/round10.log 2>&1 < /dev/null &)
     sleep 45
     tail -5 runs/pretrain10.out || true ;;
   install)
@@ -75,18 +83,19 @@ case "${1:-}" in
     cp -r .carry/pysite/* /root/site/ && touch /root/site/.ready ;;
   unpack)
     unpack "$2"
-    tail -3 runs/pretrain10.out runs/tune10.out 2>/dev/null || true ;;
+    tail -3 $ROUND/runs/pretrain10.out $ROUND/runs/tune10.out 2>/dev/null || true ;;
   wait)
+    out=$OUT && cd $ROUND
     deadline=$((SECONDS + $2))
     until [ -f runs/done ] || [ $SECONDS -ge $deadline ]; do sleep 5; done
     tail -3 runs/*.out || true
-    mkdir -p "$OUT/scores" "$OUT/logs"
-    cp runs/scores/* "$OUT/scores/" 2>/dev/null || true
-    cp runs/mini-pretrain10/log.jsonl "$OUT/logs/pretrain10.jsonl" 2>/dev/null || true
-    cp runs/mini-tune10/log.jsonl "$OUT/logs/tune10.jsonl" 2>/dev/null || true
-    cp runs/round10.log runs/*.out "$OUT/logs/" 2>/dev/null || true
-    tar -cf "$OUT/scores.tar" -C runs scores && tar -cf "$OUT/logs.tar" -C "$OUT" logs && rm -rf "$OUT/scores" "$OUT/logs"
-    [ -d runs/mini-round10/parts ] && cp runs/mini-round10/parts/* runs/mini-round10/config.json "$OUT/" ;;
+    mkdir -p "$out/scores" "$out/logs"
+    cp runs/scores/* "$out/scores/" 2>/dev/null || true
+    cp runs/mini-pretrain10/log.jsonl "$out/logs/pretrain10.jsonl" 2>/dev/null || true
+    cp runs/mini-tune10/log.jsonl "$out/logs/tune10.jsonl" 2>/dev/null || true
+    cp runs/round10.log runs/*.out "$out/logs/" 2>/dev/null || true
+    tar -cf "$out/scores.tar" -C runs scores && tar -cf "$out/logs.tar" -C "$out" logs && rm -rf "$out/scores" "$out/logs"
+    [ -d runs/mini-round10/parts ] && cp runs/mini-round10/parts/* runs/mini-round10/config.json "$out/" ;;
   run) run ;;
   *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

@@ -110,7 +110,7 @@ class PretrainWindows:
         """Load the shards of the directory, if there are new ones."""
         self.drawn = 0
         paths = sorted(self.directory.glob("*.npy"))
-        if paths == self.paths:
+        if paths == self.paths or (self.paths and not paths):  # a folder gone mid-run keeps what was drawn
             return
         self.paths = paths
         shards = [np.load(p, mmap_mode="r") for p in paths]
