@@ -198,7 +198,8 @@ def test_recall_rows_hold_their_answer_in_the_recalled_passages(tmp_path, sp_mod
     for ids, start in rows:
         answer = tokenizer.decode(ids[start:]).strip()
         assert answer in pool
-        assert len(ids) - start < 8 and start <= 2 * CHUNK_SIZE
+        assert ids[start:] == tokenizer.encode(" " + answer) + [tokenizer.eos_id]
+        assert start <= 2 * CHUNK_SIZE
 
 
 def test_shards_that_land_during_a_run_join_the_draw(tmp_path):
