@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from megadoc.training.loop import train
-from tests.test_train import losses, recipe
+from tests.helpers import logged_losses, tiny_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -14,7 +14,7 @@ def test_repeat_windows_teach_a_tiny_model_to_copy(tmp_path):
     once the q/k scales learn fast enough to sharpen attention (at the base rate they barely move)."""
     (tmp_path / "tokens").mkdir()
     np.save(tmp_path / "tokens" / "shard000.npy", np.random.default_rng(0).integers(0, 32, 200_000).astype(np.uint16))
-    run = recipe(
+    run = tiny_recipe(
         tmp_path,
         tmp_path / "tokens",
         model={"preset": "tiny", "vocab_size": 32, "chunk_size": 64},
@@ -29,7 +29,7 @@ def test_repeat_windows_teach_a_tiny_model_to_copy(tmp_path):
         save_every=600,
     )
     train(run)
-    logged = losses(tmp_path / "run")
+    logged = logged_losses(tmp_path / "run")
     assert logged[0] > 3.2  # about ln(32) = 3.47: nothing to go on yet
     assert np.mean(logged[-3:]) < 0.8 * np.log(32), logged
 
@@ -41,7 +41,7 @@ def test_signed_attention_scales_let_a_fresh_model_learn_to_copy_where_the_spec_
     np.save(tmp_path / "tokens" / "shard000.npy", np.random.default_rng(0).integers(0, 64, 200_000).astype(np.uint16))
     final = {}
     for signed in (0.0, 3.0):
-        run = recipe(
+        run = tiny_recipe(
             tmp_path / str(signed),
             tmp_path / "tokens",
             seq_len=128,
@@ -64,6 +64,6 @@ def test_signed_attention_scales_let_a_fresh_model_learn_to_copy_where_the_spec_
             },
         )
         train(run)
-        final[signed] = np.mean(losses(tmp_path / str(signed) / "run")[-3:])
+        final[signed] = np.mean(logged_losses(tmp_path / str(signed) / "run")[-3:])
     assert final[0.0] > 0.85 * np.log(64), final  # 3.87 measured: barely moving
     assert final[3.0] < 0.6 * np.log(64), final  # 1.82 measured

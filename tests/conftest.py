@@ -13,6 +13,7 @@ if not torch.cuda.is_available():
 
 from megadoc.engine import Megalodon, MegalodonConfig, Tokenizer, train_tokenizer  # noqa: E402
 from megadoc.kernels import backend  # noqa: E402
+from tests.helpers import LLAMA_WINDOW, SAILOR_STORY  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -50,3 +51,43 @@ def reference_kernels() -> Iterator[None]:
     kernels being checked against them)."""
     with backend("reference"):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A random 2-layer Llama with a BPE tokenizer trained here: no download."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers", reason="HFPredictor needs the hf extra (transformers)")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator([SAILOR_STORY * 3, "Question: Answer: Who sent the letter?"], trainer)
+    from tokenizers import decoders
+
+    tokenizer.decoder = decoders.ByteLevel()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=LLAMA_WINDOW,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory

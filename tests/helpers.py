@@ -6,6 +6,8 @@ packages (the GPU machine has few of them)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -22,6 +24,12 @@ AUSTEN = (DATA / "austen_persuasion_excerpt.txt").read_text(encoding="utf-8")
 SHARED = Path(os.environ.get("MEGADOC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 ORACLE = SHARED / "oracle"
 SHARED_DATA = SHARED / "data"
+# The story the baseline tests ask about, and the window of the tiny Llama (conftest) trained on it.
+SAILOR_STORY = (
+    "The old sailor lived by the sea. Every morning he mended his nets and talked to the gulls. "
+    "One day a stranger came to the harbour with a letter. The letter was from the sailor's brother. "
+)
+LLAMA_WINDOW = 256
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Relative error allowed: a few roundings of float32 arithmetic; one rounding to bf16.
@@ -153,3 +161,49 @@ def write_srt(path: Path, texts: list[str], seconds_each: float = 5.0) -> Path:
         lines += [str(i), f"{_clock((i - 1) * seconds_each, True)} --> {_clock(i * seconds_each, True)}", text, ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def qasper_answer(**fields) -> dict:
+    """One annotator's answer in Qasper's JSON, unanswerable=False and empty unless `fields` say."""
+    answer = {
+        "unanswerable": False,
+        "extractive_spans": [],
+        "yes_no": None,
+        "free_form_answer": "",
+        "evidence": [],
+        "highlighted_evidence": [],
+    }
+    return {"answer": {**answer, **fields}, "annotation_id": "a", "worker_id": "w"}
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    """A CSV file's text: `header`, then `rows`."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def tiny_recipe(tmp_path: Path, token_dir: Path, **changes):
+    """A training recipe for the `tiny` preset (vocabulary 64) reading `token_dir`, writing tmp_path/run."""
+    from megadoc.training.loop import Recipe
+
+    base = dict(
+        out_dir=str(tmp_path / "run"),
+        tokens=str(token_dir),
+        model={"preset": "tiny", "vocab_size": 64},
+        seq_len=64,
+        batch_size=4,
+        steps=40,
+        lr=1e-2,
+        warmup_steps=5,
+        log_every=5,
+        save_every=20,
+    )
+    return Recipe(**(base | changes))
+
+
+def logged_losses(run_dir: Path) -> list[float]:
+    """The losses a training run logged, in order."""
+    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]

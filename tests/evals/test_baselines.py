@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 
@@ -7,17 +6,13 @@ from megadoc.evals.baselines import LeadBaseline, MajorityAnswerBaseline, MostFr
 from megadoc.evals.hf import HFPredictor
 from megadoc.evals.runner import run_eval
 from megadoc.evals.scrolls import Example, load_qmsum
+from tests.helpers import LLAMA_WINDOW as WINDOW
+from tests.helpers import SAILOR_STORY as STORY
 from tests.helpers import SHARED_DATA
 
 QMSUM_VAL = SHARED_DATA / "qmsum" / "val"
 needs_qmsum = pytest.mark.skipif(
     not QMSUM_VAL.is_dir(), reason=f"QMSum validation data not found at {QMSUM_VAL} (see shared/data/README.md)"
-)
-
-WINDOW = 256
-STORY = (
-    "The old sailor lived by the sea. Every morning he mended his nets and talked to the gulls. "
-    "One day a stranger came to the harbour with a letter. The letter was from the sailor's brother. "
 )
 
 
@@ -53,46 +48,6 @@ def test_lead_baseline_on_qmsum_val_gives_a_real_rouge(tmp_path):
     assert 10 < summary.metrics["rouge1"] < 25
     assert 0.5 < summary.metrics["rouge2"] < 5
     assert 3 < summary.score < 10
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    """A random 2-layer Llama with a BPE tokenizer trained here: no download."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers", reason="HFPredictor needs the hf extra (transformers)")
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator([STORY * 3, "Question: Answer: Who sent the letter?"], trainer)
-    from tokenizers import decoders
-
-    tokenizer.decoder = decoders.ByteLevel()
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
-    )
-    config = transformers.LlamaConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=WINDOW,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-    )
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    transformers.LlamaForCausalLM(config).save_pretrained(directory)
-    fast.save_pretrained(directory)
-    return directory
 
 
 def test_hf_prompt_keeps_the_question_and_cuts_the_end_of_the_document(tiny_llama):

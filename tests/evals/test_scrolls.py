@@ -14,7 +14,7 @@ from megadoc.evals.scrolls import (
     load_scrolls_jsonl,
     scrolls_input,
 )
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, qasper_answer
 
 QMSUM_VAL = SHARED_DATA / "qmsum" / "val"
 needs_qmsum = pytest.mark.skipif(
@@ -105,18 +105,6 @@ def test_narrativeqa_official_layout(tmp_path):
         load_narrativeqa(tmp_path, "train")
     with pytest.raises(ValueError, match="unknown NarrativeQA split"):
         load_narrativeqa(tmp_path, "dev")
-
-
-def qasper_answer(**fields) -> dict:
-    answer = {
-        "unanswerable": False,
-        "extractive_spans": [],
-        "yes_no": None,
-        "free_form_answer": "",
-        "evidence": [],
-        "highlighted_evidence": [],
-    }
-    return {"answer": {**answer, **fields}, "annotation_id": "a", "worker_id": "w"}
 
 
 def test_qasper_official_json(tmp_path):

@@ -28,6 +28,7 @@ from megadoc.training.loop import (
     token_mean_loss,
     train,
 )
+from tests.helpers import logged_losses, tiny_recipe
 
 
 @pytest.fixture
@@ -41,43 +42,23 @@ def token_dir(tmp_path):
     return tmp_path / "tokens"
 
 
-def recipe(tmp_path, token_dir, **changes) -> Recipe:
-    base = dict(
-        out_dir=str(tmp_path / "run"),
-        tokens=str(token_dir),
-        model={"preset": "tiny", "vocab_size": 64},
-        seq_len=64,
-        batch_size=4,
-        steps=40,
-        lr=1e-2,
-        warmup_steps=5,
-        log_every=5,
-        save_every=20,
-    )
-    return Recipe(**(base | changes))
-
-
-def losses(run_dir) -> list[float]:
-    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
 def test_tiny_model_learns_and_resumes(tmp_path, token_dir):
-    first = recipe(tmp_path, token_dir, steps=20)
+    first = tiny_recipe(tmp_path, token_dir, steps=20)
     train(first)
-    logged = losses(tmp_path / "run")
+    logged = logged_losses(tmp_path / "run")
     assert logged[-1] < 0.5 * logged[0]
     saved = torch.load(tmp_path / "run" / "checkpoint" / "trainer.pt", weights_only=True)
     assert saved["step"] == 20
-    train(recipe(tmp_path, token_dir, steps=40))  # picks up at step 20
+    train(tiny_recipe(tmp_path, token_dir, steps=40))  # picks up at step 20
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [5, 10, 15, 20, 25, 30, 35, 40]
-    assert losses(tmp_path / "run")[-1] < logged[-1]
+    assert logged_losses(tmp_path / "run")[-1] < logged[-1]
 
 
 def test_dropouts_act_in_training_only_and_a_saved_model_loads_for_reading(tmp_path, token_dir):
     dropping = {"preset": "tiny", "vocab_size": 64, "dropout": 0.2, "hidden_dropout": 0.2}
-    checkpoint = train(recipe(tmp_path, token_dir, steps=20, model=dropping))
-    assert losses(tmp_path / "run")[-1] < 0.5 * losses(tmp_path / "run")[0]  # it learns through the noise
+    checkpoint = train(tiny_recipe(tmp_path, token_dir, steps=20, model=dropping))
+    assert logged_losses(tmp_path / "run")[-1] < 0.5 * logged_losses(tmp_path / "run")[0]  # it learns through the noise
 
     model = Megalodon.from_pretrained(checkpoint)
     assert not model.training and model.config.dropout == 0.2
@@ -100,7 +81,9 @@ def test_attention_scales_learn_at_their_own_rate(tmp_path, token_dir):
     """`attention_scale_lr` moves the q/k scales (zero at init) that many times farther, nothing else."""
     moved = {}
     for scale in (1.0, 10.0):
-        checkpoint = train(recipe(tmp_path / str(scale), token_dir, steps=5, save_every=5, attention_scale_lr=scale))
+        checkpoint = train(
+            tiny_recipe(tmp_path / str(scale), token_dir, steps=5, save_every=5, attention_scale_lr=scale)
+        )
         model = Megalodon.from_pretrained(checkpoint)
         moved[scale] = (model.layers[0].mega.gamma.abs().mean().item(), model.layers[0].mega.wz.weight.clone())
     assert moved[10.0][0] > 5 * moved[1.0][0] > 0
@@ -108,7 +91,7 @@ def test_attention_scales_learn_at_their_own_rate(tmp_path, token_dir):
 
 
 def test_export_ships_bf16_matrices_and_loads_as_float32(tmp_path, token_dir, sp_model_path):
-    checkpoint = train(recipe(tmp_path, token_dir, steps=5, save_every=5))
+    checkpoint = train(tiny_recipe(tmp_path, token_dir, steps=5, save_every=5))
     export(checkpoint, tmp_path / "shipped", sp_model_path)
     from safetensors.torch import load_file
 
@@ -165,7 +148,7 @@ def test_token_mean_weighs_every_scored_token_the_same(tmp_path, token_dir):
     assert token_mean_loss(logits, targets).item() == pytest.approx(every_token.item())
     assert token_mean_loss(logits, targets).item() != pytest.approx(row_mean_loss(logits, targets).item())
     with pytest.raises(ValueError, match="loss must be one of row_mean, token_mean"):
-        recipe(tmp_path, token_dir, loss="mean")
+        tiny_recipe(tmp_path, token_dir, loss="mean")
 
 
 def test_row_mix_draws_each_source_at_its_share(tmp_path, token_dir):
@@ -174,7 +157,9 @@ def test_row_mix_draws_each_source_at_its_share(tmp_path, token_dir):
     offsets = np.arange(0, 4097, 64)
     np.savez(tmp_path / "t.npz", ids=ids, offsets=offsets, answer_starts=offsets[:-1] + 60)
     mix = RowMix(
-        recipe(tmp_path, token_dir, tune=str(tmp_path / "t.npz"), tune_fraction=0.5, repeat_fraction=0.25, seq_len=128),
+        tiny_recipe(
+            tmp_path, token_dir, tune=str(tmp_path / "t.npz"), tune_fraction=0.5, repeat_fraction=0.25, seq_len=128
+        ),
         np.random.default_rng(0),
         chunk_size=64,
     )
@@ -186,7 +171,7 @@ def test_row_mix_draws_each_source_at_its_share(tmp_path, token_dir):
 
 
 def test_learning_rate_warms_up_then_decays_by_steps_or_minutes(tmp_path, token_dir):
-    r = recipe(tmp_path, token_dir, steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1, max_minutes=10.0)
+    r = tiny_recipe(tmp_path, token_dir, steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1, max_minutes=10.0)
     assert learning_rate(r, 0) == pytest.approx(0.1)
     assert learning_rate(r, 10) == pytest.approx(1.0)
     assert learning_rate(r, 100) == pytest.approx(0.1)
@@ -220,10 +205,10 @@ def test_repeat_windows_score_a_copy_of_an_earlier_span_in_each_chunk(token_dir)
 
 
 def test_attention_scale_start_multiplies_the_q_k_scales_of_the_model_started_from(tmp_path, token_dir):
-    start = train(recipe(tmp_path / "a", token_dir, steps=2, save_every=2))
+    start = train(tiny_recipe(tmp_path / "a", token_dir, steps=2, save_every=2))
     before = Megalodon.from_pretrained(start).layers[1].mega.gamma.detach().clone()
     after_run = train(
-        recipe(
+        tiny_recipe(
             tmp_path / "b", token_dir, steps=1, save_every=1, lr=0.0, init_from=str(start), attention_scale_start=2.0
         )
     )
@@ -233,7 +218,7 @@ def test_attention_scale_start_multiplies_the_q_k_scales_of_the_model_started_fr
 
 def test_a_run_stopped_by_sigterm_saves_and_resumes_where_it_stopped(tmp_path, token_dir):
     """`timeout` (or Ctrl-C) ends a device call's share of a long run: the run saves and exits 0."""
-    run = recipe(tmp_path, token_dir, steps=100_000, log_every=1, save_every=100_000)
+    run = tiny_recipe(tmp_path, token_dir, steps=100_000, log_every=1, save_every=100_000)
     path = tmp_path / "recipe.toml"
     fields = [f"{k} = {json.dumps(v)}" for k, v in asdict(run).items() if k != "model" and v is not None]
     path.write_text("\n".join(fields) + '\n[model]\npreset = "tiny"\nvocab_size = 64\n')
@@ -255,7 +240,7 @@ def test_a_run_stopped_by_sigterm_saves_and_resumes_where_it_stopped(tmp_path, t
 
 
 def test_signed_attention_scales_start_a_fresh_model_with_q_k_products_of_both_signs(tmp_path, token_dir):
-    trained = train(recipe(tmp_path, token_dir, steps=1, save_every=1, lr=0.0, signed_attention_scales=3.0))
+    trained = train(tiny_recipe(tmp_path, token_dir, steps=1, save_every=1, lr=0.0, signed_attention_scales=3.0))
     for layer in Megalodon.from_pretrained(trained).layers:
         gamma = layer.mega.gamma.detach()
         assert torch.allclose(gamma[0] + 1, torch.full_like(gamma[0], 3.0))
@@ -263,7 +248,7 @@ def test_signed_attention_scales_start_a_fresh_model_with_q_k_products_of_both_s
         assert set(products.round().tolist()) == {-9.0, 9.0}
 
 
-RECIPES = sorted((Path(__file__).parent.parent / "recipes" / "mini").glob("*.toml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes" / "mini").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

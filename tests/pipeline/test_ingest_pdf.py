@@ -10,9 +10,9 @@ from fpdf.enums import EncryptionMethod
 from pypdf import PdfWriter
 
 from megadoc.pipeline.ingest import IngestError, load_document
-from tests.helpers import SHARED_DATA, austen_paragraphs, run_cli, write_pdf
+from tests.helpers import DATA, SHARED_DATA, austen_paragraphs, run_cli, write_pdf
 
-SAMPLES = Path(__file__).parent / "data" / "pdfs"
+SAMPLES = DATA / "pdfs"
 SHARED_PDFS = SHARED_DATA / "pdfs"
 
 

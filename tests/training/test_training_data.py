@@ -35,7 +35,7 @@ from megadoc.training.rows import (
 )
 from tests.helpers import SHARED_DATA
 
-EVALS = Path(__file__).resolve().parents[1] / "src" / "megadoc" / "evals"
+EVALS = Path(__file__).resolve().parents[2] / "src" / "megadoc" / "evals"
 needs_shared = pytest.mark.skipif(not (SHARED_DATA / "books").is_dir(), reason=f"no shared data at {SHARED_DATA}")
 
 

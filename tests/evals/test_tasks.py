@@ -1,6 +1,5 @@
 """Loaders of the long-document tasks beside QMSum: files the tests write, and the real data."""
 
-import csv
 import gzip
 import io
 import json
@@ -11,7 +10,7 @@ import pytest
 from megadoc.evals.datasets import load_examples
 from megadoc.evals.fairytaleqa import load_fairytaleqa
 from megadoc.evals.scrolls import load_narrativeqa_fullstory
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, csv_text
 
 
 def write_fullstory(path, stories):
@@ -77,25 +76,17 @@ def test_squality_has_the_four_responses_as_references(tmp_path):
     assert example.references == ["answer 0", "answer 1", "answer 2", "answer 3"]
 
 
-def _csv(header, rows):
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def write_fairytaleqa(root, packed):
     """The FairytaleQA layout, one story per split, as a tar.gz (``packed``) or a folder."""
     files = {}
     for split in ("train", "val"):
         base = f"FairytaleQA/data-by-train-split/{{}}/{split}/{split}-tale-{{}}.csv"
-        files[base.format("section-stories", "story")] = _csv(
+        files[base.format("section-stories", "story")] = csv_text(
             ["section", "text"], [[1, f"Once a {split} fox ran.\n"], [2, "Then it slept."]]
         )
         header = ["question_id", "local-or-sum", "cor_section", "attribute1", "attribute2", "question"]
         header += ["ex-or-im1", "answer1", "answer2", "answer3", "ex-or-im2", "answer4", "answer5", "answer6"]
-        files[base.format("questions", "questions")] = _csv(
+        files[base.format("questions", "questions")] = csv_text(
             header,
             [[1, "local", 1, "action", "", "What ran?", "explicit", "a fox", "", "", "explicit", "the fox", "", ""]],
         )

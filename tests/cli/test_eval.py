@@ -6,11 +6,7 @@ import math
 import pytest
 
 from megadoc.evals.who import names_answer
-from tests import test_baselines
-from tests.helpers import AUSTEN, SHARED_DATA, assert_one_line_error, json_rows, run_cli
-from tests.test_scrolls import qasper_answer
-
-tiny_llama = test_baselines.tiny_llama  # the fixture: a random 2-layer Llama saved here
+from tests.helpers import AUSTEN, SHARED_DATA, assert_one_line_error, json_rows, qasper_answer, run_cli
 
 
 def test_bits_per_byte_at_each_context_on_the_same_final_tokens(app_env, tiny_model_dir, tmp_path):

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import json_rows, run_cli
-from tests.test_evals_tasks import _csv
+from tests.helpers import csv_text, json_rows, run_cli
 
 
 def smollm2_gguf() -> Path:
@@ -27,10 +26,10 @@ def test_smollm2_gguf_answers_a_question_about_a_story(app_env, tmp_path, monkey
     story = "Mary lived in a small house by the river. She had a grey cat called Whiskers. Whiskers sat by the fire."
     (split / "section-stories" / "val").mkdir(parents=True)
     (split / "questions" / "val").mkdir(parents=True)
-    (split / "section-stories" / "val" / "mary-story.csv").write_text(_csv(["section", "text"], [[1, story]]))
+    (split / "section-stories" / "val" / "mary-story.csv").write_text(csv_text(["section", "text"], [[1, story]]))
     header = ["question_id", "question", "answer1", "answer4"]
     rows = [[1, "What is the name of Mary's cat?", "Whiskers", "a grey cat called Whiskers"]]
-    (split / "questions" / "val" / "mary-questions.csv").write_text(_csv(header, rows))
+    (split / "questions" / "val" / "mary-questions.csv").write_text(csv_text(header, rows))
     args = ["eval", "scrolls", "--task", "fairytaleqa", "--data", tmp_path / "FairytaleQA", "--engine", "hf"]
     result = run_cli(*args, "--model", gguf, "--window", "512", "--max-tokens", "8", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.stderr
