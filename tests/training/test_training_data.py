@@ -16,7 +16,7 @@ import torch
 from megadoc.engine import Megalodon, Tokenizer
 from megadoc.training.corpus import training_books
 from megadoc.training.exclusions import EVALUATION_BOOKS, check_training_split, is_evaluation_book
-from megadoc.training.loop import PretrainWindows, Recipe, TuneRows, train
+from megadoc.training.loop import PretrainWindows, TuneRows, train
 from megadoc.training.reading import (
     fairytaleqa_story_names,
     load_boolq,
@@ -33,7 +33,7 @@ from megadoc.training.rows import (
     select_books,
     write_rows,
 )
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, tiny_recipe
 
 EVALS = Path(__file__).resolve().parents[2] / "src" / "megadoc" / "evals"
 needs_shared = pytest.mark.skipif(not (SHARED_DATA / "books").is_dir(), reason=f"no shared data at {SHARED_DATA}")
@@ -247,16 +247,15 @@ def test_a_tiny_model_learns_to_copy_a_name_from_its_evidence(tmp_path):
     rng = np.random.default_rng(0)
     write_rows(_copy_rows(rng, 2000), tmp_path / "copy.npz")
     np.save(tmp_path / "shard000.npy", rng.integers(4, 64, 4000).astype(np.uint16))
-    recipe = Recipe(
-        out_dir=str(tmp_path / "run"),
-        tokens=str(tmp_path),
+    recipe = tiny_recipe(
+        tmp_path,
+        tmp_path,
         tune=str(tmp_path / "copy.npz"),
         tune_fraction=1.0,
         model={"preset": "tiny", "vocab_size": 64, "chunk_size": 16},
         seq_len=16,
         batch_size=32,
         steps=120,
-        lr=1e-2,
         warmup_steps=10,
         log_every=40,
         save_every=1000,
