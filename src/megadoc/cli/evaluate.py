@@ -332,7 +332,7 @@ def eval_scrolls(
 def eval_compare(
     run_a: Annotated[Path, typer.Argument(help="Per-example JSONL of run A (from `eval scrolls --out`).")],
     run_b: Annotated[Path, typer.Argument(help="Per-example JSONL of run B.")],
-    task: Annotated[str, typer.Option(help="narrativeqa, qasper or qmsum.")],
+    task: Annotated[str, typer.Option(help="narrativeqa, qasper, qmsum, squality or fairytaleqa.")],
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
