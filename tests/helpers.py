@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -207,3 +208,41 @@ def tiny_recipe(tmp_path: Path, token_dir: Path, **changes):
 def logged_losses(run_dir: Path) -> list[float]:
     """The losses a training run logged, in order."""
     return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def write_fairytaleqa(
+    root: Path,
+    packed: bool,
+    sections: tuple[str, ...] = ("Once a {split} fox ran.\n", "Then it slept."),
+    questions: tuple[tuple[str, str, str, str], ...] = (("action", "What ran?", "a fox", "the fox"),),
+) -> Path:
+    """The FairytaleQA layout, one story per split (``sections``, ``{split}`` filled in) with
+    ``questions`` (attribute, question, answer1, answer4), as a tar.gz (``packed``) or a folder."""
+    files = {}
+    for split in ("train", "val"):
+        base = f"FairytaleQA/data-by-train-split/{{}}/{split}/{split}-tale-{{}}.csv"
+        files[base.format("section-stories", "story")] = csv_text(
+            ["section", "text"], [[number, text.format(split=split)] for number, text in enumerate(sections, start=1)]
+        )
+        header = ["question_id", "local-or-sum", "cor_section", "attribute1", "attribute2", "question"]
+        header += ["ex-or-im1", "answer1", "answer2", "answer3", "ex-or-im2", "answer4", "answer5", "answer6"]
+        files[base.format("questions", "questions")] = csv_text(
+            header,
+            [
+                [number, "local", 1, attribute, "", question, "explicit", first, "", "", "explicit", fourth, "", ""]
+                for number, (attribute, question, first, fourth) in enumerate(questions, start=1)
+            ],
+        )
+    if not packed:
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text, encoding="utf-8")
+        return root
+    path = root / "fairytaleqa_by_split.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in files.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path

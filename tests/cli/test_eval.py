@@ -6,7 +6,15 @@ import math
 import pytest
 
 from megadoc.evals.who import names_answer
-from tests.helpers import AUSTEN, SHARED_DATA, assert_one_line_error, json_rows, qasper_answer, run_cli
+from tests.helpers import (
+    AUSTEN,
+    SHARED_DATA,
+    assert_one_line_error,
+    json_rows,
+    qasper_answer,
+    run_cli,
+    write_fairytaleqa,
+)
 
 
 def test_bits_per_byte_at_each_context_on_the_same_final_tokens(app_env, tiny_model_dir, tmp_path):
@@ -306,3 +314,20 @@ def test_real_data_floors_run_end_to_end(app_env, tmp_path, task, parts, engine,
     [row] = json_rows(result.stdout)
     assert row["count"] == 3 and 0 <= row["score"] <= 100
     assert all(json.loads(line)["prediction"] for line in (tmp_path / "rows.jsonl").read_text().splitlines())
+
+
+def test_eval_scrolls_attribute_keeps_fairytaleqa_character_questions(app_env, tmp_path):
+    story = ("Tom met Anna by the well. Then Tom and Anna talked.", "Later Tom slept while Anna sang, and Tom dreamed.")
+    questions = (("character", "Who slept?", "Tom", "Tom did"), ("action", "What did Anna do?", "sang", "she sang"))
+    data = write_fairytaleqa(tmp_path, packed=True, sections=story, questions=questions)
+    args = ["eval", "scrolls", "--task", "fairytaleqa", "--data", data, "--engine", "name"]
+    result = run_cli(*args, "--attribute", "character", "--out", tmp_path / "rows.jsonl", "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["count"] == 1 and row["attribute"] == "character" and row["score"] == 100.0
+    [answer] = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert answer["id"] == "val-tale/1" and answer["prediction"] == "Tom"
+    weather = run_cli(*args, "--attribute", "weather")
+    assert_one_line_error(weather, "no question has the attribute", "action, character")
+    qmsum = ["eval", "scrolls", "--task", "qmsum", "--data", tmp_path, "--attribute", "character"]
+    assert_one_line_error(run_cli(*qmsum), "--attribute chooses FairytaleQA")

@@ -1,7 +1,6 @@
 """Loaders of the long-document tasks beside QMSum: files the tests write, and the real data."""
 
 import gzip
-import io
 import json
 import tarfile
 
@@ -10,7 +9,7 @@ import pytest
 from megadoc.evals.datasets import load_examples
 from megadoc.evals.fairytaleqa import load_fairytaleqa
 from megadoc.evals.scrolls import load_narrativeqa_fullstory
-from tests.helpers import SHARED_DATA, csv_text
+from tests.helpers import SHARED_DATA, write_fairytaleqa
 
 
 def write_fullstory(path, stories):
@@ -74,35 +73,6 @@ def test_squality_has_the_four_responses_as_references(tmp_path):
     [example] = load_examples("squality", path)
     assert example.id == "63833/1" and example.task == "squality" and example.document == "A story in space."
     assert example.references == ["answer 0", "answer 1", "answer 2", "answer 3"]
-
-
-def write_fairytaleqa(root, packed):
-    """The FairytaleQA layout, one story per split, as a tar.gz (``packed``) or a folder."""
-    files = {}
-    for split in ("train", "val"):
-        base = f"FairytaleQA/data-by-train-split/{{}}/{split}/{split}-tale-{{}}.csv"
-        files[base.format("section-stories", "story")] = csv_text(
-            ["section", "text"], [[1, f"Once a {split} fox ran.\n"], [2, "Then it slept."]]
-        )
-        header = ["question_id", "local-or-sum", "cor_section", "attribute1", "attribute2", "question"]
-        header += ["ex-or-im1", "answer1", "answer2", "answer3", "ex-or-im2", "answer4", "answer5", "answer6"]
-        files[base.format("questions", "questions")] = csv_text(
-            header,
-            [[1, "local", 1, "action", "", "What ran?", "explicit", "a fox", "", "", "explicit", "the fox", "", ""]],
-        )
-    if not packed:
-        for name, text in files.items():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_text(text, encoding="utf-8")
-        return root
-    path = root / "fairytaleqa_by_split.tar.gz"
-    with tarfile.open(path, "w:gz") as archive:
-        for name, text in files.items():
-            data = text.encode("utf-8")
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.mark.parametrize("packed", [True, False])

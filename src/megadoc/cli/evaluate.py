@@ -249,6 +249,10 @@ def eval_scrolls(
         str, typer.Option(help="Split, for the original NarrativeQA, Qasper and FairytaleQA files.")
     ] = "validation",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N examples.")] = None,
+    attribute: Annotated[
+        str | None,
+        typer.Option(help="Only FairytaleQA's questions of this attribute: character, setting, action, feeling, ..."),
+    ] = None,
     model: ModelOption = registry.DEFAULT_MODEL,
     engine: Annotated[
         str,
@@ -290,7 +294,11 @@ def eval_scrolls(
     with user_errors():
         if task not in TASKS:
             raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+        if attribute is not None and task != "fairytaleqa":
+            raise UsageError(f"--attribute chooses FairytaleQA's question types; {task} has none")
         examples = _scrolls_examples(task, data, split)
+        if attribute is not None:
+            examples = _of_attribute(examples, attribute)
         if engine == "megadoc":
             recall = True if recall is None else recall
         elif engine == "hf":
@@ -300,7 +308,9 @@ def eval_scrolls(
         else:
             predictor, name = _predictor(engine, model, device, recall, max_tokens, no_repeat_ngram, context, window)
         mode = _mode(engine, recall, context)
-        stem = f"scrolls-{task}-{Path(name).name}" + (f"-{mode}" if mode else "")
+        stem = (
+            f"scrolls-{task}-{Path(name).name}" + (f"-{mode}" if mode else "") + (f"-{attribute}" if attribute else "")
+        )
         target = out or results_dir() / f"{stem}.jsonl".replace(" ", "-")
         stderr.print(f"per-example rows go to {target}", style="dim")
         with ProgressBar(stderr, "examples", unit="examples") as bar:
@@ -312,6 +322,7 @@ def eval_scrolls(
             "engine": engine,
             "recall": recall if engine in ("megadoc", "hf") else None,
             "mode": mode,
+            "attribute": attribute,
             "window": getattr(predictor, "window", None) if engine == "hf" else None,
             "no_repeat_ngram": no_repeat_ngram if engine == "megadoc" else None,
             "count": summary.count,
@@ -428,6 +439,15 @@ def _predictor(
         return VLLMPredictor(model, max_new_tokens=max_tokens), model
     except (ImportError, OSError, ValueError) as error:
         raise UsageError(f"--engine vllm: {one_line(error)}") from None
+
+
+def _of_attribute(examples: list, attribute: str) -> list:
+    """FairytaleQA's questions whose first attribute (its annotators' question type) is ``attribute``."""
+    chosen = [example for example in examples if example.meta.get("attribute") == attribute]
+    if not chosen:
+        found = sorted({example.meta.get("attribute") for example in examples} - {"", None})
+        raise UsageError(f"no question has the attribute {attribute!r}; these have: {', '.join(found)}")
+    return chosen
 
 
 def _hf_predictor(model: str, device: str, context: str, recall: bool, window: int | None, max_tokens: int | None):
