@@ -15,8 +15,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from megadoc.engine import Megalodon, MegalodonConfig
-from megadoc.engine.parallel import read_across_ranks
+from megadoc.engine import Megalodon, MegalodonConfig, read_across_ranks
 
 
 def main(preset: str = "7b", tokens: int = 1 << 20) -> None:

@@ -209,7 +209,7 @@ def bench_decode(model, paths: list[str], batches: list[int], steps: int, ceil: 
 def time_graph_decode(model, batch: int, steps: int, floor_ms: float, compiled: bool) -> dict[str, float]:
     """Greedy decoding through engine/decode.py's StaticDecoder (one graph replay + argmax a token);
     `capture_s` includes the warm-up steps (and the compilation when `compiled`)."""
-    from megadoc.engine.decode import StaticDecoder
+    from megadoc.engine import StaticDecoder
 
     set_path("triton")
     cfg = model.config
@@ -246,7 +246,7 @@ def profile_decode_step(model, compiled: bool) -> dict[str, Any]:
     """Kernels of one StaticDecoder step run without the graph (which replays the same ones), batch 1."""
     from torch.profiler import ProfilerActivity, profile
 
-    from megadoc.engine.decode import StaticDecoder
+    from megadoc.engine import StaticDecoder
 
     set_path("triton")
     token = torch.randint(0, model.config.vocab_size, (1,), device="cuda")

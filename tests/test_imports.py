@@ -77,3 +77,19 @@ def test_the_checker_sees_lazy_imports(tmp_path):
     module.write_text("def load():\n    from megadoc.pipeline import registry\n    return registry\n")
     assert [part_of(m) for _, m in imported_modules(module)] == ["pipeline"]
     assert "pipeline" not in ALLOWED["engine"]
+
+
+def test_callers_use_the_engine_surface():
+    """Outside the engine (the package's other parts, benchmarks, experiments), engine names come from
+    `megadoc.engine`, never from its submodules. The engine's own white-box tests (tests/engine) are
+    its inside and may reach in."""
+    root = PACKAGE.parents[1]
+    callers = [p for p in source_files() if p.relative_to(PACKAGE).parts[0] != "engine"]
+    callers += sorted((root / "benchmarks").rglob("*.py")) + sorted((root / "experiments").rglob("*.py"))
+    wrong = [
+        f"{path.relative_to(root)}:{line} imports {module}"
+        for path in callers
+        for line, module in imported_modules(path)
+        if module.startswith("megadoc.engine.")
+    ]
+    assert callers and wrong == []

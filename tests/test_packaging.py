@@ -40,7 +40,7 @@ def test_wheel_holds_every_subpackage_under_megadoc(wheel):
 
 def test_shipped_models_are_found_through_the_package_not_the_source_tree():
     import megadoc
-    from megadoc.engine.checkpoint import MODELS_DIR, resolve_model_dir
+    from megadoc.engine import MODELS_DIR, resolve_model_dir
 
     assert MODELS_DIR == Path(megadoc.__file__).resolve().parent / "models"
     assert resolve_model_dir("mini") == MODELS_DIR / "mini"

@@ -12,8 +12,10 @@ from megadoc.engine.checkpoint import (
     resolve_model_dir,
 )
 from megadoc.engine.config import MegalodonConfig
+from megadoc.engine.decode import StaticDecoder
 from megadoc.engine.generation import GenerationConfig, generate, stream_text
 from megadoc.engine.model import Megalodon
+from megadoc.engine.parallel import read_across_ranks
 from megadoc.engine.state import State
 from megadoc.engine.tokenizer import Tokenizer, train_tokenizer
 
@@ -24,12 +26,14 @@ __all__ = [
     "Megalodon",
     "MegalodonConfig",
     "State",
+    "StaticDecoder",
     "Tokenizer",
     "convert_reference",
     "default_dtype",
     "generate",
     "is_reference_checkpoint",
     "load_pretrained",
+    "read_across_ranks",
     "resolve_model_dir",
     "stream_text",
     "train_tokenizer",
