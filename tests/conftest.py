@@ -13,9 +13,7 @@ if not torch.cuda.is_available():
 
 from megadoc.engine import Megalodon, MegalodonConfig, Tokenizer, train_tokenizer  # noqa: E402
 from megadoc.kernels import backend  # noqa: E402
-from tests.helpers import LLAMA_WINDOW, SAILOR_STORY  # noqa: E402
-
-DATA = Path(__file__).parent / "data"
+from tests.helpers import DATA, LLAMA_WINDOW, SAILOR_STORY  # noqa: E402
 
 
 @pytest.fixture(scope="session")

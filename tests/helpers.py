@@ -31,6 +31,8 @@ SAILOR_STORY = (
     "One day a stranger came to the harbour with a letter. The letter was from the sailor's brother. "
 )
 LLAMA_WINDOW = 256
+# A fact only one page of a test book holds (write_keeper_book), for recall, evidence and citations.
+KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Relative error allowed: a few roundings of float32 arithmetic; one rounding to bf16.
@@ -137,6 +139,12 @@ def write_pdf(path: Path, pages: list[str | None], **encryption: object) -> Path
     return path
 
 
+def write_keeper_book(path: Path) -> Path:
+    """A three-page PDF of real prose whose second page alone names the lighthouse keeper (KEEPER)."""
+    first, second, third = austen_paragraphs(3)
+    return write_pdf(path, [first, f"{second} {KEEPER}", third])
+
+
 def _clock(seconds: float, comma: bool) -> str:
     whole = int(seconds)
     millis = f"{int(round((seconds - whole) * 1000)):03d}"
@@ -188,7 +196,7 @@ def csv_text(header: list[str], rows: list[list]) -> str:
 
 def tiny_recipe(tmp_path: Path, token_dir: Path, **changes):
     """A training recipe for the `tiny` preset (vocabulary 64) reading `token_dir`, writing tmp_path/run."""
-    from megadoc.training.loop import Recipe
+    from megadoc.training.recipe import Recipe
 
     base = dict(
         out_dir=str(tmp_path / "run"),

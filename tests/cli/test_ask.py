@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from tests.helpers import (
+    KEEPER,
     assert_one_line_error,
     austen_paragraphs,
     json_rows,
     run_cli,
+    write_keeper_book,
     write_pdf,
     write_srt,
     write_vtt,
 )
-
-KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
 
 
 def ask(document, *args, model):
@@ -25,9 +25,7 @@ def ask(document, *args, model):
 
 @pytest.fixture
 def book(tmp_path):
-    """A three-page PDF whose second page alone names the lighthouse keeper."""
-    first, second, third = austen_paragraphs(3)
-    return write_pdf(tmp_path / "persuasion.pdf", [first, f"{second} {KEEPER}", third])
+    return write_keeper_book(tmp_path / "persuasion.pdf")
 
 
 def test_answer_cites_the_page_and_a_second_question_comes_from_the_cache(app_env, tiny_model_dir, book):

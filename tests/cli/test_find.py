@@ -6,9 +6,7 @@ import textwrap
 import pytest
 
 from megadoc.pipeline.ingest import load_document
-from tests.helpers import assert_one_line_error, austen_paragraphs, json_rows, run_cli, write_pdf
-
-KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
+from tests.helpers import KEEPER, assert_one_line_error, austen_paragraphs, json_rows, run_cli, write_keeper_book
 
 
 @pytest.fixture
@@ -26,8 +24,7 @@ def find(document, *args, model):
 
 
 def test_find_ranks_the_page_that_holds_the_words(app_env, tokenizer_only, tmp_path):
-    first, second, third = austen_paragraphs(3)
-    book = write_pdf(tmp_path / "persuasion.pdf", [first, f"{second} {KEEPER}", third])
+    book = write_keeper_book(tmp_path / "persuasion.pdf")
     result = find(book, "lighthouse keeper Quince", model=tokenizer_only)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -11,9 +11,8 @@ import pytest
 from megadoc.pipeline import session
 from megadoc.pipeline.ingest import load_document
 from megadoc.pipeline.support import PARTLY, SUPPORTED, UNSUPPORTED, check_support
-from tests.helpers import austen_paragraphs, json_rows, run_cli, write_pdf
+from tests.helpers import json_rows, run_cli, write_keeper_book
 
-KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
 QUESTION = "Who was the lighthouse keeper at Lyme?"
 
 
@@ -22,11 +21,10 @@ def book(tmp_path_factory):
     """A three-page PDF whose second page alone names the keeper; its cache is shared by the
     module's tests, so the book is read once."""
     folder = tmp_path_factory.mktemp("evidence")
-    first, second, third = austen_paragraphs(3)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEGADOC_CACHE_DIR", str(folder / "cache"))
         patch.setenv("MEGADOC_MODELS_DIR", str(folder / "user-models"))
-        yield write_pdf(folder / "persuasion.pdf", [first, f"{second} {KEEPER}", third])
+        yield write_keeper_book(folder / "persuasion.pdf")
 
 
 def ask(document, *args, model):

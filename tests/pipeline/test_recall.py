@@ -11,9 +11,7 @@ import pytest
 from megadoc.engine import Tokenizer
 from megadoc.pipeline.ingest import load_document
 from megadoc.pipeline.recall import PassageIndex, passage_size
-from tests.helpers import austen_paragraphs, needs_cuda, write_pdf, write_vtt
-
-KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
+from tests.helpers import KEEPER, austen_paragraphs, needs_cuda, write_pdf, write_vtt
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from megadoc.display import byte_size
 from megadoc.pipeline.ingest.captions import load_srt, load_vtt
 from megadoc.pipeline.ingest.detect import kind_from_name, sniff_kind
 from megadoc.pipeline.ingest.document import Document, IngestError, Segment, empty_error
@@ -65,7 +66,7 @@ def _read_file(path: Path) -> bytes:
             raise IngestError(f"{path} is a directory, not a document")
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise IngestError(f"{path} is too large ({size / 2**30:.1f} GiB; the limit is 2 GiB)")
+            raise IngestError(f"{path} is too large ({byte_size(size)}; the limit is {byte_size(MAX_BYTES)})")
         with path.open("rb") as file:
             return _read_limited(file, str(path))
     except FileNotFoundError:
