@@ -26,7 +26,7 @@ case "${1:-}" in
   train)
     timeout -s TERM "${3:-0}" python3 -m megadoc.training.loop "recipes/$2.toml" ;;
   export)
-    python3 -m megadoc.training.loop export "runs/$2/checkpoint" "$3" $TOKENIZER
+    python3 -m megadoc.training.export "runs/$2/checkpoint" "$3" $TOKENIZER
     mkdir -p "$3/parts" && split -b 15M "$3/model.safetensors" "$3/parts/model.safetensors.part-" ;;
   *)
     sed -n '2,13p' "$0"; exit 2 ;;

@@ -14,20 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from megadoc.engine import Megalodon
-from megadoc.training.loop import (
-    IGNORE,
-    PretrainWindows,
-    Recipe,
-    RepeatWindows,
-    RowMix,
-    TuneRows,
-    export,
-    learning_rate,
-    model_config,
-    row_mean_loss,
-    token_mean_loss,
-    train,
-)
+from megadoc.training.batches import IGNORE, PretrainWindows, RepeatWindows, RowMix, TuneRows
+from megadoc.training.export import export
+from megadoc.training.loop import learning_rate, row_mean_loss, token_mean_loss, train
+from megadoc.training.recipe import Recipe, model_config
 from tests.helpers import logged_losses, tiny_recipe
 
 

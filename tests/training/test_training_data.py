@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from megadoc.engine import Megalodon, Tokenizer
+from megadoc.training.batches import PretrainWindows, TuneRows
 from megadoc.training.corpus import training_books
 from megadoc.training.exclusions import EVALUATION_BOOKS, check_training_split, is_evaluation_book
-from megadoc.training.loop import PretrainWindows, TuneRows, train
+from megadoc.training.loop import train
 from megadoc.training.reading import (
     fairytaleqa_story_names,
     load_boolq,
