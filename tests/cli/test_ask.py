@@ -113,6 +113,16 @@ def test_stdin_is_a_document(app_env, tiny_model_dir):
     assert row["document"]["source"] == "-" and row["citations"][0]["label"].startswith("line ")
 
 
+def test_a_text_of_stopwords_alone_is_answered_without_evidence(app_env, tiny_model_dir, tmp_path):
+    """Recall finds no word to index in it: the answer comes from the read alone (it was a traceback)."""
+    path = tmp_path / "stopwords.txt"
+    path.write_text("The a an of. And the of a.\n" * 40)
+    result = ask(path, "Who was the keeper?", "--json", model=tiny_model_dir)
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["citations"] == [] and row["evidence"] == []
+
+
 def test_a_corrupt_cache_file_is_discarded_and_the_document_read_again(app_env, tiny_model_dir, book):
     assert ask(book, "Who is Anne?", model=tiny_model_dir).exit_code == 0
     [state_file] = (app_env / "states").glob("*.state")

@@ -68,3 +68,12 @@ def test_bad_input_is_one_line(app_env, tokenizer_only, tmp_path):
     path.write_text("Some text.")
     assert_one_line_error(find(path, "  ", model=tokenizer_only), "query is empty")
     assert_one_line_error(find(path, "text", model=tmp_path / "nowhere"), "nowhere")
+
+
+def test_a_text_of_stopwords_alone_matches_nothing_and_says_so(app_env, tokenizer_only, tmp_path):
+    """No word of it can be indexed: the passage index is empty, not a crash (it was a traceback)."""
+    path = tmp_path / "stopwords.txt"
+    path.write_text("The a an of. And the of a.\n" * 40)
+    result = find(path, "the keeper", model=tokenizer_only)
+    assert result.exit_code == 0 and result.stdout == "" and "no passage matches" in result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr

@@ -88,21 +88,23 @@ class PassageIndex:
     """The document's passages and their BM25 index."""
 
     def __init__(self, document: Document, passages: list[Passage], bm25: bm25s.BM25 | None = None) -> None:
-        """Index `passages` (or take `bm25`, their index as saved)."""
+        """Index `passages` (or take `bm25`, their index as saved). A document of stopwords alone has
+        no word to index: every query then scores zero."""
         self.document = document
         self.passages = passages
-        self._bm25 = bm25 or bm25s.BM25()
-        texts = [self.text(p) for p in passages] if bm25 is None else []
-        if texts:
-            tokens = bm25s.tokenize(texts, stopwords=_STOPWORDS, show_progress=False)  # as content_words
-            self._bm25.index(tokens, show_progress=False)
+        self._bm25 = bm25
+        if bm25 is None and passages:
+            tokens = bm25s.tokenize([self.text(p) for p in passages], stopwords=_STOPWORDS, show_progress=False)
+            if tokens.vocab:  # tokenized as content_words
+                self._bm25 = bm25s.BM25()
+                self._bm25.index(tokens, show_progress=False)
 
     def save(self, directory: Path) -> None:
         """The passages (spans and labels, JSON) and their BM25 index (numpy arrays, no pickle)."""
         directory.mkdir(parents=True)
         spans = [[p.token_start, p.token_end, p.char_start, p.char_end, p.label] for p in self.passages]
         (directory / "passages.json").write_text(json.dumps(spans, ensure_ascii=False), encoding="utf-8")
-        if self.passages:
+        if self._bm25 is not None:
             self._bm25.save(str(directory / "bm25"), show_progress=False)
 
     @classmethod
@@ -111,7 +113,8 @@ class PassageIndex:
         try:
             spans = json.loads((directory / "passages.json").read_text(encoding="utf-8"))
             passages = [Passage(int(a), int(b), int(c), int(d), str(label)) for a, b, c, d, label in spans]
-            bm25 = bm25s.BM25.load(str(directory / "bm25"), show_progress=False) if passages else None
+            saved = directory / "bm25"
+            bm25 = bm25s.BM25.load(str(saved), show_progress=False) if saved.is_dir() else None
         except (OSError, TypeError, KeyError) as error:
             raise ValueError(f"unreadable passage index ({error})") from None
         if any(not 0 <= p.char_start <= p.char_end <= len(document.text) for p in passages):
@@ -147,12 +150,12 @@ class PassageIndex:
     @property
     def vocabulary(self) -> set[str]:
         """Every word indexed (as `words` spells them): the document's words, stopwords aside."""
-        return {word for word in self._bm25.vocab_dict if word} if self.passages else set()
+        return set() if self._bm25 is None else {word for word in self._bm25.vocab_dict if word}
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every passage for `query` (zeros when no query word is indexed)."""
         words = content_words(query)
-        if not self.passages or not words:
+        if self._bm25 is None or not words:
             return np.zeros(len(self.passages))
         return np.asarray(self._bm25.get_scores(words))
 
