@@ -53,10 +53,10 @@ qmsum() {  # qmsum MODEL NAME: QMSum validation with recall, per-example rows (r
 }
 
 run() {
-  python3 -m megadoc.training.loop recipes/mini/mini-pretrain10.toml > runs/pretrain10.out 2>&1
+  python3 -m megadoc.training.loop experiments/recipes/mini-pretrain10.toml > runs/pretrain10.out 2>&1
   until [ -f runs/data/tune-reading.npz ] && [ -f runs/data/tune-books.npz ]; do sleep 2; done
-  python3 -m megadoc.training.loop recipes/mini/mini-tune10.toml > runs/tune10.out 2>&1
-  python3 -m megadoc.training.loop export runs/mini-tune10/checkpoint runs/mini-round10 $TOKENIZER
+  python3 -m megadoc.training.loop experiments/recipes/mini-tune10.toml > runs/tune10.out 2>&1
+  python3 -m megadoc.training.export runs/mini-tune10/checkpoint runs/mini-round10 $TOKENIZER
   mkdir -p runs/mini-round10/parts && split -b 15M runs/mini-round10/model.safetensors runs/mini-round10/parts/part-
   until [ -f /root/site/.ready ] && [ -d runs/data/eval/qmsum-val ]; do sleep 2; done
   mkdir -p runs/scores
@@ -72,7 +72,7 @@ run() {
 case "${1:-}" in
   start)
     rm -rf /root/src && cp -r .carry/src /root/src
-    mkdir -p $ROUND/src/megadoc/models/mini && cp -r recipes $ROUND/ && cp src/megadoc/models/mini/* $ROUND/src/megadoc/models/mini/
+    mkdir -p $ROUND/src/megadoc/models/mini && cp -r recipes experiments $ROUND/ && cp src/megadoc/models/mini/* $ROUND/src/megadoc/models/mini/
     unpack .carry/c1
     cp "$0" $ROUND/round10.sh
     (cd $ROUND && setsid nohup bash round10.sh run > runs/round10.log 2>&1 < /dev/null &)
