@@ -29,7 +29,7 @@ from megadoc.cli.common import (
 from megadoc.display import one_line
 from megadoc.pipeline import registry
 from megadoc.pipeline.progress import ProgressBar
-from megadoc.pipeline.session import Reader
+from megadoc.pipeline.session import ProgressCallback, Reader
 
 
 @eval_app.command("ppl")
@@ -172,13 +172,12 @@ def eval_who(
             asked = load_questions(questions)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
             raise UsageError(f"{questions}: not a who-questions file ({one_line(error)})") from None
+        bar = ProgressBar(stderr, "questions", unit="questions")
         if engine == "megadoc":
             recall = True if recall is None else recall
             loaded = registry.load(model, registry.choose_device(device))
-            asker, name = (
-                MegadocAsker(Reader(loaded, cache=None), generation(max_tokens, 0.0, None, no_repeat_ngram), recall),
-                loaded.name,
-            )
+            config = generation(max_tokens, 0.0, None, no_repeat_ngram)
+            asker, name = MegadocAsker(Reader(loaded, cache=None), config, recall, bar.read), loaded.name
         elif engine == "hf":
             if context != "head":
                 raise UsageError("eval who --engine hf reads --context head (the app's question prompt)")
@@ -188,7 +187,7 @@ def eval_who(
             raise UsageError(f"--engine must be megadoc or hf, not {engine!r}")
         start = time.perf_counter()
         try:
-            with ProgressBar(stderr, "questions", unit="questions") as bar:
+            with bar:
                 results = run_who(asker, books, asked, on_progress=bar.update)
         except FileNotFoundError as error:
             raise UsageError(one_line(error)) from None
@@ -303,17 +302,20 @@ def eval_scrolls(
             recall = True if recall is None else recall
         elif engine == "hf":
             recall = bool(recall)
+        bar = ProgressBar(stderr, "examples", unit="examples")
         if engine == "majority":
             predictor, name = _majority_predictor(task, train_data or data)
         else:
-            predictor, name = _predictor(engine, model, device, recall, max_tokens, no_repeat_ngram, context, window)
+            predictor, name = _predictor(
+                engine, model, device, recall, max_tokens, no_repeat_ngram, context, window, bar.read
+            )
         mode = _mode(engine, recall, context)
         stem = (
             f"scrolls-{task}-{Path(name).name}" + (f"-{mode}" if mode else "") + (f"-{attribute}" if attribute else "")
         )
         target = out or results_dir() / f"{stem}.jsonl".replace(" ", "-")
         stderr.print(f"per-example rows go to {target}", style="dim")
-        with ProgressBar(stderr, "examples", unit="examples") as bar:
+        with bar:
             summary = run_eval(task, examples, predictor, target, limit=limit, on_progress=bar.update)
     if as_json:
         row = {
@@ -411,13 +413,14 @@ def _predictor(
     no_repeat_ngram: int,
     context: str,
     window: int | None,
+    on_read: ProgressCallback | None = None,
 ):
     if engine == "megadoc":
         from megadoc.evals.predictor import MegalodonPredictor
 
         loaded = registry.load(model, registry.choose_device(device))
         reader = Reader(loaded, cache=None)
-        predictor = MegalodonPredictor(reader, bool(recall), max_tokens, no_repeat_ngram)
+        predictor = MegalodonPredictor(reader, bool(recall), max_tokens, no_repeat_ngram, on_read)
         return predictor, f"{loaded.name} ({'recall' if recall else 'plain'})"
     if engine == "lead":
         from megadoc.evals.baselines import LeadBaseline

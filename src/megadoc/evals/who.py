@@ -21,7 +21,7 @@ from megadoc import prompts
 from megadoc.engine import GenerationConfig
 from megadoc.pipeline.ingest import Document, load_document
 from megadoc.pipeline.names import character_names
-from megadoc.pipeline.session import ReadDocument, Reader, final_prompt
+from megadoc.pipeline.session import ProgressCallback, ReadDocument, Reader, final_prompt
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,13 @@ class Asker(Protocol):
 class MegadocAsker:
     """`megadoc ask`: the read state, then the question after the recalled passages (or the tail)."""
 
-    def __init__(self, reader: Reader, config: GenerationConfig, recall: bool) -> None:
-        self.reader, self.config, self.recall = reader, config, recall
+    def __init__(
+        self, reader: Reader, config: GenerationConfig, recall: bool, on_read: ProgressCallback | None = None
+    ) -> None:
+        self.reader, self.config, self.recall, self.on_read = reader, config, recall, on_read
 
     def open(self, document: Document) -> ReadDocument:
-        return self.reader.read(document)
+        return self.reader.read(document, self.on_read)
 
     def ask(self, read: ReadDocument, question: str) -> tuple[str, str, list[str]]:
         response = self.reader.ask(read, question, self.config, recall=self.recall)

@@ -53,7 +53,8 @@ def clock(seconds: float) -> str:
 
 class ProgressBar:
     """Use as `with ProgressBar(console, "book.pdf") as bar: reader.read(doc, bar.update)`; `unit`
-    names what is counted (tokens, examples).
+    names what is counted (tokens, examples). Where each unit is itself a read (an eval's examples),
+    `bar.read` takes the reads' own progress and the bar shows their speed in tokens/s too.
 
     The bar is transient (it disappears when done) and drawn only when stderr is a terminal."""
 
@@ -63,6 +64,7 @@ class ProgressBar:
             BarColumn(),
             TextColumn(f"{{task.completed:,.0f}}/{{task.total:,.0f}} {unit}"),
             Rate("tok" if unit == "tokens" else unit),
+            TextColumn("{task.fields[reading]}", style="progress.data.speed"),
             TimeRemainingColumn(),
             console=console,
             transient=True,
@@ -71,6 +73,8 @@ class ProgressBar:
         self._label, self._unit, self._console = label, unit, console
         self._task: TaskID | None = None
         self._speed = Speedometer()
+        self._reading = Speedometer()  # tokens read, summed over reads (`read`)
+        self._read_before, self._read_last = 0, 0
         self._line_seconds = line_seconds
         self._last_line = time.monotonic()
 
@@ -86,7 +90,7 @@ class ProgressBar:
     def update(self, done: int, total: int) -> None:
         # The task starts at the first report, so a resumed read's earlier tokens do not count as speed.
         if self._task is None:
-            self._task = self._progress.add_task(self._label, total=total, completed=done)
+            self._task = self._progress.add_task(self._label, total=total, completed=done, reading="")
         else:
             self._progress.update(self._task, completed=done, total=total)
         now = time.monotonic()
@@ -95,10 +99,23 @@ class ProgressBar:
             self._last_line = now
             self._console.print(self.line(done, total), style="dim")
 
+    def read(self, done: int, total: int) -> None:
+        """A read's progress (`done` of its `total` tokens) inside the count: a read that starts
+        again from fewer tokens is the next one."""
+        if done < self._read_last:
+            self._read_before += self._read_last
+        self._read_last = done
+        self._reading.update(self._read_before + done)
+        if self._task is not None and self._reading.speed:
+            self._progress.update(self._task, reading=f"{self._reading.speed:,.0f} tok/s read")
+
     def line(self, done: int, total: int) -> str:
-        """`book.txt: 12,288/110,000 tokens, 420 tokens/s, 0:03:53 left`"""
+        """`book.txt: 12,288/110,000 tokens, 420 tokens/s, 0:03:53 left`; an eval's examples add
+        their reading speed: `examples: 3/589 examples, 0.2 examples/s, 0:49:46 left, 2,410 tokens/s read`"""
         text = f"{self._label}: {done:,}/{total:,} {self._unit}"
         left = self._speed.left(done, total)
         if left is not None:
-            text += f", {self._speed.speed:,.0f} {self._unit}/s, {clock(left)} left"
+            text += f", {self._speed.speed:,.{1 if self._speed.speed < 10 else 0}f} {self._unit}/s, {clock(left)} left"
+        if self._reading.speed:
+            text += f", {self._reading.speed:,.0f} tokens/s read"
         return text
