@@ -1,7 +1,11 @@
 """`megadoc ask` end to end: real PDFs and captions, the tiny model, the state cache, bad input."""
 
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -111,6 +115,37 @@ def test_stdin_is_a_document(app_env, tiny_model_dir):
     assert result.exit_code == 0, result.stderr
     [row] = json_rows(result.stdout)
     assert row["document"]["source"] == "-" and row["citations"][0]["label"].startswith("line ")
+
+
+def test_in_a_terminal_the_answer_shows_its_evidence_by_default(app_env, tiny_model_dir, book):
+    """stdout a terminal (a pseudo-terminal here) and no --evidence: the quotes come; piped, they do not."""
+    command = [sys.executable, "-c", "from megadoc.cli import main; main()", "ask", str(book), "Who was the keeper?"]
+    command += ["--model", str(tiny_model_dir), "--device", "cpu", "--max-tokens", "4"]
+    main, sub = pty.openpty()
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sub, stderr=subprocess.DEVNULL)
+    os.close(sub)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(main)
+    assert process.wait(timeout=120) == 0
+    assert "Evidence:" in screen.decode() and "p. 2:" in screen.decode()
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and "Evidence:" not in piped.stdout
+
+
+def test_a_document_under_one_chunk_is_said_to_be_read_with_the_question(app_env, tiny_model_dir, tmp_path):
+    path = tmp_path / "note.txt"
+    path.write_text("Quince.")  # under the tiny model's 16-token chunk
+    result = ask(path, "Who kept the light?", model=tiny_model_dir)
+    assert result.exit_code == 0, result.stderr
+    assert "under one chunk: read with the question" in result.stderr and "read 0 tokens" not in result.stderr
 
 
 def test_a_text_of_stopwords_alone_is_answered_without_evidence(app_env, tiny_model_dir, tmp_path):

@@ -96,6 +96,8 @@ class Session:
         seconds = read.seconds["read"]
         if read.status == "cached":
             stderr.print(f"{label}: {len(read.ids):,} tokens, from the cache", style="dim")
+        elif read.tokens_read == 0:  # all of it is the tail, read with the question
+            stderr.print(f"{label}: {len(read.ids):,} tokens, under one chunk: read with the question", style="dim")
         else:
             speed = f" ({read.tokens_read / seconds:,.0f} tokens/s)" if seconds > 0 else ""
             verb = "resumed and read" if read.status == "resumed" else "read"
