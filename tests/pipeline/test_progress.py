@@ -8,7 +8,7 @@ from rich.console import Console
 
 from megadoc.pipeline import registry
 from megadoc.pipeline.ingest import load_document
-from megadoc.pipeline.progress import ProgressBar, Speedometer
+from megadoc.pipeline.progress import ProgressBar, Speedometer, rate
 from megadoc.pipeline.session import Reader
 from tests.helpers import AUSTEN
 
@@ -53,3 +53,7 @@ def test_an_eval_shows_its_reads_speed_beside_the_examples(tiny_model_dir, tmp_p
     assert lines and all(line.startswith("examples: ") for line in lines)
     assert " examples/s, " in lines[-1] and lines[-1].endswith(" tokens/s read")
     assert int(lines[-1].split(", ")[-1].split()[0].replace(",", "")) > 0
+
+
+def test_a_slow_rate_keeps_two_significant_digits():
+    assert [rate(s) for s in (2410.4, 12.3, 3.44, 0.0463)] == ["2,410", "12", "3.4", "0.046"]

@@ -45,6 +45,11 @@ class Speedometer:
         return (total - done) / self.speed if self.speed else None
 
 
+def rate(speed: float) -> str:
+    """`2,410`, `12`, `3.4`, `0.046`: two significant digits below ten, so a slow count is not `0`."""
+    return f"{speed:,.0f}" if speed >= 10 else f"{speed:.2g}"
+
+
 def clock(seconds: float) -> str:
     """`0:03:07`"""
     whole = int(seconds)
@@ -115,7 +120,7 @@ class ProgressBar:
         text = f"{self._label}: {done:,}/{total:,} {self._unit}"
         left = self._speed.left(done, total)
         if left is not None:
-            text += f", {self._speed.speed:,.{1 if self._speed.speed < 10 else 0}f} {self._unit}/s, {clock(left)} left"
+            text += f", {rate(self._speed.speed)} {self._unit}/s, {clock(left)} left"
         if self._reading.speed:
             text += f", {self._reading.speed:,.0f} tokens/s read"
         return text
