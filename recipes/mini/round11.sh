@@ -9,12 +9,11 @@
 #                           the last part's call checks it and starts SmolLM2's runs)
 #   round11.sh wait SECONDS wait for the end (or SECONDS); scores, logs and the new weights to $OUT
 #
-# The round (`round11.sh run`): pretraining on the shards as they land (mini-pretrain11.toml), tuning
-# once the rows have come (mini-tune11.toml), the export; then round 11 scored beside round 9 (the
-# shipped weights) on the same GPU: held-out bits/byte, the who-questions, FairytaleQA test's
-# character questions, and every long-document task in both reading modes (`tables`, which starts
-# for round 9 as soon as the eval data lands). Every eval run writes per-example rows (--out), so
-# paired intervals come from `megadoc eval compare` afterwards.
+# The round (`round11.sh run`): tuning from the shipped weights once the rows have come
+# (mini-tune11.toml), the export, then round 11 scored beside round 9 on the same GPU (`paired`: the
+# who-questions, QMSum, FairytaleQA test's character questions, held-out bits/byte). Round 9's
+# `tables` (every long-document task in both reading modes) start as soon as the eval data lands.
+# Every eval run writes per-example rows (--out): paired intervals come from `megadoc eval compare`.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="/root/site:/root/src"
 ROUND=/root/round11  # outside the work tree, which each device call re-syncs
@@ -40,12 +39,20 @@ scrolls() {  # scrolls TASK NAME ARGS...: one run, per-example rows in runs/scor
     --out "runs/scores/$task-$name.jsonl" "$@" > "runs/scores/$task-$name.json" 2> "runs/scores/$task-$name.err" || true
 }
 
-tables() {  # tables MODEL NAME: every task in both reading modes, FairytaleQA's character questions, who
+tables() {  # tables MODEL NAME: every task in both reading modes (NarrativeQA's first 120: each question
+  # reads its whole book again; QMSum with recall is `paired`'s), then `paired`
   local model=$1 name=$2
   for task in $TASKS; do
-    scrolls "$task" "$name-recall" --model "$model" --recall &
-    scrolls "$task" "$name-plain" --model "$model" --no-recall &
+    local limit=() && [ "$task" = narrativeqa ] && limit=(--limit 120)
+    [ "$task" = qmsum ] || scrolls "$task" "$name-recall" --model "$model" --recall "${limit[@]}" &
+    scrolls "$task" "$name-plain" --model "$model" --no-recall "${limit[@]}" &
   done
+  paired "$model" "$name"
+}
+
+paired() {  # paired MODEL NAME: what a new round is compared on, beside the shipped model
+  local model=$1 name=$2
+  scrolls qmsum "$name-recall" --model "$model" --recall &
   scrolls fairytaleqa "$name-test-character" --model "$model" --recall --split test --attribute character &
   OMP_NUM_THREADS=1 megadoc eval who --books $EVAL/books --model "$model" --device cuda --json \
     > "runs/scores/who-$name.json" 2> "runs/scores/who-$name.err" || true
@@ -72,13 +79,12 @@ smollm2() {  # every task and the who-questions with SmolLM2-135M-Instruct, the 
 }
 
 run() {
-  python3 -m megadoc.training.loop recipes/mini/mini-pretrain11.toml > runs/pretrain11.out 2>&1
   until [ -f runs/data/tune-reading.npz ] && [ -f runs/data/tune-books.npz ]; do sleep 2; done
   python3 -m megadoc.training.loop recipes/mini/mini-tune11.toml > runs/tune11.out 2>&1
   python3 -m megadoc.training.export runs/mini-tune11/checkpoint runs/mini-round11 $TOKENIZER
   mkdir -p runs/mini-round11/parts && split -b 15M runs/mini-round11/model.safetensors runs/mini-round11/parts/part-
   until [ -f /root/site/.ready ] && [ -f $EVAL/.ready ]; do sleep 2; done
-  tables runs/mini-round11 round11
+  paired runs/mini-round11 round11
   touch runs/done
 }
 
@@ -119,19 +125,17 @@ case "${1:-}" in
     rm -rf /root/src $ROUND && mkdir -p $ROUND/runs && cp -r src /root/src && cp -r src recipes "$0" $ROUND/
     unpack .carry/c1
     (cd $ROUND && setsid nohup bash round11.sh run > runs/round11.log 2>&1 < /dev/null &)
-    sleep 60 && tail -n 3 $ROUND/runs/pretrain11.out ;;
+    sleep 5 && ls $ROUND/runs ;;
   unpack) unpack "$2" ;;
   wait)
     out=$OUT && cd $ROUND
     deadline=$((SECONDS + $2))
-    until [ -f runs/done ] && [ -f runs/scores/.round9-done ] && [ -f runs/scores/.smollm2-done ] \
-      || [ $SECONDS -ge "$deadline" ]; do sleep 5; done
+    until [ -f runs/done ] && [ -f runs/scores/.round9-done ] || [ $SECONDS -ge "$deadline" ]; do sleep 5; done
     tail -n 2 runs/*.out runs/scores/*.err 2>/dev/null | tr '\r' '\n' | grep -v '^$' | tail -n 80 || true
-    mkdir -p logs && cp runs/mini-pretrain11/log.jsonl logs/pretrain11.jsonl 2>/dev/null || true
-    cp runs/mini-tune11/log.jsonl logs/tune11.jsonl 2>/dev/null || true
+    mkdir -p logs && cp runs/mini-tune11/log.jsonl logs/tune11.jsonl 2>/dev/null || true
     cp runs/round11.log runs/*.out logs/ 2>/dev/null || true
     tar -cJf "$out/scores.tar.xz" runs/scores logs
     if [ -d runs/mini-round11/parts ]; then cp runs/mini-round11/parts/* runs/mini-round11/config.json "$out/"; fi ;;
-  run | tables | smollm2) "$@" ;;
+  run | tables | paired | smollm2) "$@" ;;
   *) sed -n '2,16p' "$0"; exit 2 ;;
 esac
