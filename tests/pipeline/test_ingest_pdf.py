@@ -10,7 +10,7 @@ from fpdf.enums import EncryptionMethod
 from pypdf import PdfWriter
 
 from megadoc.pipeline.ingest import IngestError, load_document
-from tests.helpers import DATA, SHARED_DATA, austen_paragraphs, run_cli, write_pdf
+from tests.helpers import DATA, SHARED_DATA, assert_one_line_error, austen_paragraphs, run_cli, write_pdf
 
 SAMPLES = DATA / "pdfs"
 SHARED_PDFS = SHARED_DATA / "pdfs"
@@ -193,3 +193,16 @@ def test_a_truncated_pdf_through_ask_warns_and_answers(app_env, tiny_model_dir, 
     result = run_cli("ask", path, "Who is Anne?", "--model", tiny_model_dir, "--device", "cpu", "--max-tokens", "4")
     assert result.exit_code == 0, result.stderr
     assert "warning: " in result.stderr and "cut off" in result.stderr and "could not be read" in result.stderr
+
+
+def test_a_cut_off_pdf_whose_text_cannot_be_decoded_is_one_error(app_env, tiny_model_dir, tmp_path):
+    """habibi.pdf cut in half keeps its page but loses its font's character map: pypdf extracts only
+    U+FFFD. That is no text (it was read as a page of replacement characters, with 'read every page')."""
+    data = (SAMPLES / "habibi.pdf").read_bytes()
+    path = tmp_path / "habibi.pdf"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IngestError, match="cut off .* no page's text survives"):
+        load_document(path)
+    result = run_cli("ask", path, "Who?", "--model", tiny_model_dir, "--device", "cpu")
+    assert_one_line_error(result, "no page's text survives")
+    assert "\ufffd" not in load_document(SAMPLES / "habibi.pdf").text

@@ -58,6 +58,8 @@ def load_pdf(data: bytes, source: str, password: str | None = None) -> Document:
             else f"{name} is cut off (a truncated file): read every page"
         )
         repairs = []
+    elif empty == page_count and cut_off:
+        raise IngestError(f"{name} is cut off (a truncated file) and no page's text survives")
     elif empty == page_count:
         where = "its only page" if page_count == 1 else f"any of {page_count} pages"
         raise empty_error(source, f"no extractable text on {where} (scanned PDF? run OCR first)")
@@ -130,7 +132,11 @@ def _page_text(reader: PdfReader, index: int, name: str, warnings: list[str]) ->
     except Exception as error:  # same reason as in load_pdf
         warnings.append(f"{name}: p. {index + 1} skipped, its text cannot be read ({one_line(error)})")
         return ""
-    return text.translate(_LIGATURES).replace("\x00", "").strip()
+    text = text.translate(_LIGATURES).replace("\x00", "").strip()
+    if text.count("\ufffd") > len(text) / 2:  # its fonts' character maps are lost (a cut-off file, say)
+        warnings.append(f"{name}: p. {index + 1} skipped, its characters cannot be decoded")
+        return ""
+    return text
 
 
 def _chapter_per_page(reader: PdfReader, page_count: int, name: str, warnings: list[str]) -> list[str | None]:
