@@ -194,13 +194,15 @@ def test_recall_rows_hold_their_answer_in_the_recalled_passages(tmp_path, sp_mod
     book.write_text("\n\n".join(lines))
     tokenizer = Tokenizer.load(sp_model_path)
     pool = ("Agnes", "Bertram", "Cecil", "Dora", "Eliza", "Felix")
-    rows = _book_rows((str(book), str(sp_model_path), 12, 0, pool, 1))
-    assert rows
-    for ids, start in rows:
+    whole, kept, bare = (_book_rows((str(book), str(sp_model_path), 12, 0, pool, keep)) for keep in (None, 1, 0))
+    assert kept and len(whole) == len(kept) == len(bare)
+    for (whole_ids, whole_start), (ids, start), (_, prompt_start) in zip(whole, kept, bare, strict=True):
         answer = tokenizer.decode(ids[start:]).strip()
         assert answer in pool
         assert ids[start:] == tokenizer.encode(" " + answer) + [tokenizer.eos_id]
-        assert start <= 2 * CHUNK_SIZE
+        dropped = len(whole_ids) - len(ids)
+        assert dropped % CHUNK_SIZE == 0 and whole_ids[dropped:] == ids and whole_start - dropped == start
+        assert start - prompt_start <= CHUNK_SIZE  # one chunk of the window is kept before the prompt
 
 
 def test_shards_that_land_during_a_run_join_the_draw(tmp_path):
