@@ -5,6 +5,10 @@ expression in one pass over the weights, float32 inside, rounded once. At batch 
 little else than these weight reads, and cuBLAS's kernels for a single row read them at ~75% of the
 copy bandwidth (benchmarks/KERNELS-NOTES.md). More rows, autocast or the "reference" backend run the
 reference.
+
+Weights stored as int8 (`quantize_per_channel`, engine/quantize.py) come with their float32 per-row
+scales (`weight_scale=`, `up_scale=`): the Triton kernel reads half the bytes and scales each output
+after the sum; the reference (more rows: a prefill) dequantizes them per call.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import torch
 
 from megadoc.kernels.backend import use_triton
 from megadoc.kernels.linear import reference
-from megadoc.kernels.linear.reference import add_linear
+from megadoc.kernels.linear.reference import add_linear, quantize_per_channel
 
-__all__ = ["MAX_FUSED_ROWS", "add_linear", "fused_linear"]
+__all__ = ["MAX_FUSED_ROWS", "add_linear", "fused_linear", "quantize_per_channel"]
 
 MAX_FUSED_ROWS = 16  # rows the Triton kernel takes (one 16-row tile of the matrix units); more go to cuBLAS
 
@@ -29,18 +33,33 @@ def fused_linear(
     up: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
+    weight_scale: torch.Tensor | None = None,
+    up_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """silu?(scale * x @ weight.T + bias) * (scale * x @ up.T) + residual for x [..., K], weights
-    [N, K]; `scale` is shaped like x, `residual` like the output [..., N]."""
+    [N, K]; `scale` is shaped like x, `residual` like the output [..., N]. Int8 weights are
+    weight * weight_scale[:, None] and up * up_scale[:, None] (scales float32 [N])."""
     rows = x.numel() // x.shape[-1]
     if (
         use_triton(x)
         and rows <= MAX_FUSED_ROWS
         and x.dtype in (torch.bfloat16, torch.float16)
-        and x.dtype == weight.dtype
+        and weight.dtype in (x.dtype, torch.int8)
         and not torch.is_autocast_enabled("cuda")
     ):
         from megadoc.kernels.linear.triton import fused_linear_triton
 
-        return fused_linear_triton(x, weight, bias, silu=silu, up=up, scale=scale, residual=residual)
-    return reference.fused_linear(x, weight, bias, silu=silu, up=up, scale=scale, residual=residual)
+        return fused_linear_triton(
+            x,
+            weight,
+            bias,
+            silu=silu,
+            up=up,
+            scale=scale,
+            residual=residual,
+            weight_scale=weight_scale,
+            up_scale=up_scale,
+        )
+    return reference.fused_linear(
+        x, weight, bias, silu=silu, up=up, scale=scale, residual=residual, weight_scale=weight_scale, up_scale=up_scale
+    )

@@ -7,10 +7,16 @@ Each program owns BLOCK_N output features and walks K in BLOCK_K steps: it loads
 are padded to one 16-row tile: free, the step is bound by the weight bytes). The epilogue adds the
 bias, applies SiLU, multiplies by the up projection, adds the residual, and rounds once.
 
-Bytes: the weights once (N x K x 2 per matrix), x once per program from L2, the output once. The
-weight tiles stream through `num_stages` buffers (software pipelining of the dot's loads), which
-keeps enough bytes in flight for each SM to reach the copy bandwidth. Tiles per shape: `_tiles`,
-chosen by the sweep in `python -m benchmarks.speed --parts decode_kernels` (KERNELS-NOTES.md).
+Int8 weights (INT8_WEIGHTS, from `quantize_per_channel`): each tile is converted to x's dtype after
+its load (exact: |w| <= 127) and the dot runs as for bf16; the per-row scale multiplies the float32
+sum after the K loop (acc[:, n] * scale[n], and acc_up's by up's scale): one multiply per output,
+none per weight, and half the weight bytes.
+
+Bytes: the weights once (N x K x 2 per matrix; N x K + 4 N in int8), x once per program from L2,
+the output once. The weight tiles stream through `num_stages` buffers (software pipelining of the
+dot's loads), which keeps enough bytes in flight for each SM to reach the copy bandwidth. Tiles per
+shape: `_tiles`, chosen by the sweep in `python -m benchmarks.speed --parts decode_kernels`
+(KERNELS-NOTES.md).
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ BLOCK_M = 16  # rows per tile: the matrix units' smallest
 
 @triton.jit
 def _dot_t(x, w, UPCAST_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    """x @ w.T in float32. Off CUDA (the CPU interpreter, for tests) the operands are float32:
-    triton 3.9's interpreter multiplies bf16 operands as their raw 16-bit integers."""
+    """x @ w.T in float32; an int8 w is converted to x's dtype (exact: |w| <= 127). Off CUDA (the
+    CPU interpreter, for tests) the operands are float32: triton 3.9's interpreter multiplies bf16
+    operands as their raw 16-bit integers."""
     if UPCAST_DOT:
         x, w = x.to(tl.float32), w.to(tl.float32)
+    else:
+        w = w.to(x.dtype)
     return tl.dot(x, tl.trans(w), input_precision=PRECISION)
 
 
@@ -37,6 +46,8 @@ def _fused_linear_kernel(
     scale_ptr,  # [M, K] (read when HAS_SCALE)
     w_ptr,  # [N, K]
     up_ptr,  # [N, K] (read when HAS_UP)
+    w_scale_ptr,  # [N] float32 (read when INT8_WEIGHTS)
+    up_scale_ptr,  # [N] float32 (read when INT8_WEIGHTS and HAS_UP)
     bias_ptr,  # [N] (read when HAS_BIAS)
     res_ptr,  # [M, N] (read when HAS_RES)
     y_ptr,  # [M, N]
@@ -54,6 +65,7 @@ def _fused_linear_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_RES: tl.constexpr,
     SILU: tl.constexpr,
+    INT8_WEIGHTS: tl.constexpr,
     EVEN_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -82,6 +94,10 @@ def _fused_linear_kernel(
         if HAS_UP:
             u = tl.load(up_ptr + offs_n[:, None] * stride_up + cols[None, :], mask=w_mask, other=0.0)
             acc_up += _dot_t(x, u, UPCAST_DOT, PRECISION)
+    if INT8_WEIGHTS:
+        acc *= tl.load(w_scale_ptr + offs_n, mask=n_mask, other=0.0)[None, :]
+        if HAS_UP:
+            acc_up *= tl.load(up_scale_ptr + offs_n, mask=n_mask, other=0.0)[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if SILU:
@@ -94,16 +110,18 @@ def _fused_linear_kernel(
     tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
-def _tiles(n: int, k: int, on_gpu: bool) -> dict[str, int]:
+def _tiles(n: int, k: int, on_gpu: bool, int8: bool = False) -> dict[str, int]:
     """Default tiles, from the H100 sweep at the 7B's shapes (KERNELS-NOTES.md, run 4): 32 features
     per program from N = 4096 (the gated 4096 x 8192 read: 28.0 us vs 34.4 with 16), 16 and longer
-    K steps below (the 1024 x 4096 read: 8.1 us vs 10.1). Under the interpreter (CPU): small tiles,
-    the loops are Python."""
+    K steps below (the 1024 x 4096 read: 8.1 us vs 10.1). Int8 weights: the same tiles with twice the
+    buffers, to keep as many weight bytes in flight (a prediction until swept). Under the interpreter
+    (CPU): small tiles, the loops are Python."""
     if not on_gpu:
         return {"block_n": 16, "block_k": 32, "num_warps": 4, "num_stages": 1}
+    buffers = 2 if int8 else 1
     if n >= 4096:
-        return {"block_n": 32, "block_k": 256, "num_warps": 4, "num_stages": 4}
-    return {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 3}
+        return {"block_n": 32, "block_k": 256, "num_warps": 4, "num_stages": 4 * buffers}
+    return {"block_n": 16, "block_k": 512, "num_warps": 4, "num_stages": 3 * buffers}
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -121,27 +139,34 @@ def fused_linear_triton(
     up: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
+    weight_scale: torch.Tensor | None = None,
+    up_scale: torch.Tensor | None = None,
     **tiles: int,
 ) -> torch.Tensor:
-    """`fused_linear` for x [..., K] with at most 16 rows; `tiles` overrides block_n, block_k,
-    num_warps and num_stages."""
+    """`fused_linear` for x [..., K] with at most 16 rows; int8 weight (and up) with their float32
+    per-row scales [N]; `tiles` overrides block_n, block_k, num_warps and num_stages."""
     n, k = weight.shape
     lead = x.shape[:-1]
     x2 = _rows(x)
     rows = x2.shape[0]
     if rows > BLOCK_M:
         raise ValueError(f"fused_linear_triton takes at most {BLOCK_M} rows, got {rows}")
+    int8 = weight.dtype == torch.int8
+    if int8 and (weight_scale is None or (up is not None and (up.dtype != torch.int8 or up_scale is None))):
+        raise ValueError("int8 weights need their per-row scales (and an int8 up projection)")
     weight = weight if weight.stride(-1) == 1 else weight.contiguous()
     up = None if up is None else (up if up.stride(-1) == 1 else up.contiguous())
     s2 = None if scale is None else _rows(scale.expand_as(x))
     r2 = None if residual is None else _rows(residual)
     y = torch.empty(rows, n, dtype=x.dtype, device=x.device)
-    config = _tiles(n, k, x.is_cuda) | tiles
+    config = _tiles(n, k, x.is_cuda, int8) | tiles
     _fused_linear_kernel[(triton.cdiv(n, config["block_n"]),)](
         x2,
         x2 if s2 is None else s2,
         weight,
         weight if up is None else up,
+        weight_scale if int8 else y,
+        up_scale if int8 and up is not None else y,
         weight if bias is None else bias,
         y if r2 is None else r2,
         y,
@@ -159,6 +184,7 @@ def fused_linear_triton(
         HAS_BIAS=bias is not None,
         HAS_RES=r2 is not None,
         SILU=silu,
+        INT8_WEIGHTS=int8,
         EVEN_K=k % config["block_k"] == 0,
         UPCAST_DOT=not x.is_cuda,
         PRECISION="ieee" if x.dtype == torch.float32 or not x.is_cuda else "tf32",
