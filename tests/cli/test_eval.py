@@ -118,6 +118,19 @@ def test_scrolls_qmsum_runs_scores_and_resumes(app_env, tiny_model_dir, tmp_path
     assert len(out.read_text().splitlines()) == 2  # resumed: nothing predicted again
 
 
+def test_scrolls_app_layout_runs_and_names_its_mode(app_env, tiny_model_dir, tmp_path):
+    data = tmp_path / "qmsum"
+    data.mkdir()
+    _meeting(data / "ES2004a.json")
+    args = ["eval", "scrolls", "--task", "qmsum", "--data", data, "--model", tiny_model_dir, "--max-tokens", "4"]
+    result = run_cli(*args, "--layout", "app", "--out", tmp_path / "rows.jsonl", "--json")
+    assert result.exit_code == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["count"] == 2 and row["mode"] == "app-recall" and row["model"].endswith("(app-recall)")
+    assert_one_line_error(run_cli(*args, "--layout", "questions-last"), "--layout must be one of scrolls, app")
+    assert_one_line_error(run_cli(*args, "--layout", "app", "--engine", "lead"), "--engine lead has none")
+
+
 def test_scrolls_bad_input_is_one_line(app_env, tiny_model_dir, tmp_path):
     base = ["eval", "scrolls", "--model", tiny_model_dir]
     assert_one_line_error(run_cli(*base, "--task", "qmsum", "--data", tmp_path), "no QMSum meeting files")

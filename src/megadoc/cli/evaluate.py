@@ -225,9 +225,9 @@ def eval_who(
     stdout.print(table)
 
 
-def _mode(engine: str, recall: bool | None, context: str) -> str | None:
+def _mode(engine: str, recall: bool | None, context: str, layout: str = "scrolls") -> str | None:
     if engine == "megadoc":
-        return "recall" if recall else "plain"
+        return ("app-" if layout == "app" else "") + ("recall" if recall else "plain")
     if engine == "hf":
         return "recall" if recall else context
     return None
@@ -266,6 +266,13 @@ def eval_scrolls(
         typer.Option(help="Training examples for --engine majority (default: --data's train split)."),
     ] = None,
     recall: EngineRecallOption = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="For --engine megadoc: scrolls (SCROLLS' input, the question before the document, read for "
+            "each question) or app (the document read once, then the question, as `megadoc ask` does)."
+        ),
+    ] = "scrolls",
     context: ContextOption = "head",
     window: WindowOption = None,
     max_tokens: Annotated[
@@ -295,6 +302,8 @@ def eval_scrolls(
             raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
         if attribute is not None and task != "fairytaleqa":
             raise UsageError(f"--attribute chooses FairytaleQA's question types; {task} has none")
+        if layout != "scrolls" and engine != "megadoc":
+            raise UsageError(f"--layout chooses megadoc's reading; --engine {engine} has none")
         examples = _scrolls_examples(task, data, split)
         if attribute is not None:
             examples = _of_attribute(examples, attribute)
@@ -307,9 +316,9 @@ def eval_scrolls(
             predictor, name = _majority_predictor(task, train_data or data)
         else:
             predictor, name = _predictor(
-                engine, model, device, recall, max_tokens, no_repeat_ngram, context, window, bar.read
+                engine, model, device, recall, max_tokens, no_repeat_ngram, context, window, bar.read, layout
             )
-        mode = _mode(engine, recall, context)
+        mode = _mode(engine, recall, context, layout)
         stem = (
             f"scrolls-{task}-{Path(name).name}" + (f"-{mode}" if mode else "") + (f"-{attribute}" if attribute else "")
         )
@@ -414,14 +423,18 @@ def _predictor(
     context: str,
     window: int | None,
     on_read: ProgressCallback | None = None,
+    layout: str = "scrolls",
 ):
     if engine == "megadoc":
-        from megadoc.evals.predictor import MegalodonPredictor
+        from megadoc.evals.predictor import LAYOUTS, MegalodonPredictor
+
+        if layout not in LAYOUTS:
+            raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
 
         loaded = registry.load(model, registry.choose_device(device))
         reader = Reader(loaded, cache=None)
-        predictor = MegalodonPredictor(reader, bool(recall), max_tokens, no_repeat_ngram, on_read)
-        return predictor, f"{loaded.name} ({'recall' if recall else 'plain'})"
+        predictor = MegalodonPredictor(reader, bool(recall), max_tokens, no_repeat_ngram, on_read, layout)
+        return predictor, f"{loaded.name} ({_mode(engine, recall, context, layout)})"
     if engine == "lead":
         from megadoc.evals.baselines import LeadBaseline
 

@@ -10,10 +10,19 @@ TEMPLATES = {
     "squality": "scrolls_squality",
     "fairytaleqa": "scrolls_narrativeqa",  # also a few words about a story
 }
+# The app's own prompts (the document read alone, the question after it): `megadoc ask`, and
+# `megadoc summarize --query` for the tasks whose answers are summaries.
+APP_TEMPLATES = {
+    "narrativeqa": "qa",
+    "qasper": "qa",
+    "qmsum": "query_summary",
+    "squality": "query_summary",
+    "fairytaleqa": "qa",
+}
 # Answer lengths in tokens: a few words for the QA tasks, a paragraph for the summaries.
 ANSWER_TOKENS = {"narrativeqa": 64, "qasper": 64, "qmsum": 256, "squality": 256, "fairytaleqa": 32}
 _SUMMARY_TASKS = frozenset({"qmsum", "squality"})
-assert set(TEMPLATES) == set(ANSWER_TOKENS) == set(TASKS)
+assert set(TEMPLATES) == set(APP_TEMPLATES) == set(ANSWER_TOKENS) == set(TASKS)
 
 
 def answer_text(task: str, generated: str) -> str:
