@@ -16,6 +16,7 @@ from megadoc.engine.decode import StaticDecoder
 from megadoc.engine.generation import GenerationConfig, generate, stream_text
 from megadoc.engine.model import Megalodon
 from megadoc.engine.parallel import read_across_ranks
+from megadoc.engine.quantize import quantize_weights
 from megadoc.engine.state import State
 from megadoc.engine.tokenizer import Tokenizer, train_tokenizer
 
@@ -33,6 +34,7 @@ __all__ = [
     "generate",
     "is_reference_checkpoint",
     "load_pretrained",
+    "quantize_weights",
     "read_across_ranks",
     "resolve_model_dir",
     "stream_text",

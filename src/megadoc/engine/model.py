@@ -36,6 +36,11 @@ def _linear_init(layer: nn.Linear) -> None:
         nn.init.zeros_(layer.bias)
 
 
+def _weight_scale(linear: nn.Linear | None) -> torch.Tensor | None:
+    """The per-row scale of an int8 weight (engine/quantize.py); None for a float one."""
+    return getattr(linear, "weight_scale", None)
+
+
 def _offset_scale(weight: torch.Tensor | None) -> torch.Tensor | None:
     """A norm's float32 scale: its weight is stored as an offset from 1."""
     return None if weight is None else weight.float() + 1
@@ -171,10 +176,12 @@ class MovingAverageGatedAttention(nn.Module):
         m = rms_norm(c, params.norm_scale, cfg.norm_eps)
         if _drops(self):
             m = F.dropout(m, cfg.hidden_dropout)
-        z = fused_linear(m, self.wz.weight, self.wz.bias).unflatten(-1, (cfg.num_heads, cfg.head_z_dim))
+        z = fused_linear(m, self.wz.weight, self.wz.bias, weight_scale=_weight_scale(self.wz))
+        z = z.unflatten(-1, (cfg.num_heads, cfg.head_z_dim))
         q, k = normalized_qk(z, params.qk_shift, params.qk_scale, rotations, cfg.norm_eps).to(t.dtype)
-        v = fused_linear(t, self.wv.weight, self.wv.bias, silu=True).unflatten(-1, (cfg.num_heads, cfg.head_value_dim))
-        r = fused_linear(m, self.wr.weight, self.wr.bias, silu=True)
+        v = fused_linear(t, self.wv.weight, self.wv.bias, silu=True, weight_scale=_weight_scale(self.wv))
+        v = v.unflatten(-1, (cfg.num_heads, cfg.head_value_dim))
+        r = fused_linear(m, self.wr.weight, self.wr.bias, silu=True, weight_scale=_weight_scale(self.wr))
         return m, q, k, v, r
 
     def gate(self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -183,10 +190,13 @@ class MovingAverageGatedAttention(nn.Module):
         residual (so the fused residual adds are split)."""
         if _drops(self):
             gated = F.dropout(attn.flatten(-2) * r, self.config.hidden_dropout)
-            h = fused_linear(m, self.wh1.weight, self.wh1.bias) + fused_linear(gated, self.wh2.weight)
+            h = fused_linear(m, self.wh1.weight, self.wh1.bias, weight_scale=_weight_scale(self.wh1))
+            h = h + fused_linear(gated, self.wh2.weight, weight_scale=_weight_scale(self.wh2))
             return x + F.dropout(h, self.config.dropout)
-        h = fused_linear(m, self.wh1.weight, self.wh1.bias, residual=x)
-        return fused_linear(attn.flatten(-2), self.wh2.weight, scale=r, residual=h)
+        h = fused_linear(m, self.wh1.weight, self.wh1.bias, residual=x, weight_scale=_weight_scale(self.wh1))
+        return fused_linear(
+            attn.flatten(-2), self.wh2.weight, scale=r, residual=h, weight_scale=_weight_scale(self.wh2)
+        )
 
 
 def _drops(module: nn.Module) -> bool:
@@ -258,14 +268,22 @@ class NormalizedFeedForward(nn.Module):
         """`params` defaults to `self.norm_params()`: a decoder passes its own."""
         params = self.norm_params() if params is None else params
         u = layer_norm(y, params.norm_weight, params.norm_bias, self.config.norm_eps)
-        hidden = fused_linear(u, self.fc1.weight, silu=True, up=None if self.fc3 is None else self.fc3.weight)
+        hidden = fused_linear(
+            u,
+            self.fc1.weight,
+            silu=True,
+            up=None if self.fc3 is None else self.fc3.weight,
+            weight_scale=_weight_scale(self.fc1),
+            up_scale=_weight_scale(self.fc3),
+        )
+        fc2_scale = _weight_scale(self.fc2)
         if _drops(self):
             hidden = F.dropout(hidden, self.config.hidden_dropout)
-            out = F.dropout(fused_linear(hidden, self.fc2.weight), self.config.dropout)
+            out = F.dropout(fused_linear(hidden, self.fc2.weight, weight_scale=fc2_scale), self.config.dropout)
             return residual + out if self.alpha is None else torch.addcmul(residual, out, self.alpha)
         if self.alpha is None:
-            return fused_linear(hidden, self.fc2.weight, residual=residual)
-        return torch.addcmul(residual, fused_linear(hidden, self.fc2.weight), self.alpha)
+            return fused_linear(hidden, self.fc2.weight, residual=residual, weight_scale=fc2_scale)
+        return torch.addcmul(residual, fused_linear(hidden, self.fc2.weight, weight_scale=fc2_scale), self.alpha)
 
 
 class MegalodonLayer(nn.Module):
@@ -295,7 +313,7 @@ class OutputHead(nn.Module):
 
     def logits(self, y: torch.Tensor) -> torch.Tensor:
         """Float32 logits of the final norm's output y."""
-        return fused_linear(y, self.output.weight).float()
+        return fused_linear(y, self.output.weight, weight_scale=_weight_scale(self.output)).float()
 
 
 class Megalodon(nn.Module):
