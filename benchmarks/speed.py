@@ -5,6 +5,7 @@ Llama-2-7B-shaped transformers baseline, for the Triton kernels and the plain-Py
     python -m benchmarks.speed --parts prefill,decode --lengths 32k,128k --paths triton
     python -m benchmarks.speed --parts kernels       # the kernels alone vs their floors (decoding's too)
     python -m benchmarks.speed --parts decode_kernels,decode --paths triton   # decoding only
+    python -m benchmarks.speed --parts ceilings,decode_int8 --decode-batches 1   # int8 weights vs bf16
 
 Weights are random (bf16); speed does not depend on their values. Ceilings are measured in the same
 run: an 8192^3 bf16 matmul (peak FLOP/s) and a 1 GiB device copy (bandwidth, bytes read + written).
@@ -14,6 +15,7 @@ The table goes to stdout; `--json` also writes every figure. Progress goes to st
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import gc
 import json
@@ -28,7 +30,7 @@ import torch
 from megadoc.engine import MegalodonConfig
 from megadoc.kernels import select_backend
 
-PARTS = ("ceilings", "kernels", "decode_kernels", "prefill", "decode", "refresh", "llama", "profile")
+PARTS = ("ceilings", "kernels", "decode_kernels", "prefill", "decode", "decode_int8", "refresh", "llama", "profile")
 
 
 def log(message: str) -> None:
@@ -166,10 +168,16 @@ def bench_refresh(model, length: int, ceil: dict, results: dict) -> None:
     log(f"  {row}")
 
 
+def step_weight_bytes(model) -> int:
+    """Bytes of the weights one decoding step reads: every parameter and int8 weight's scales
+    (engine/quantize.py), less the embedding (only B rows are read)."""
+    scales = [buffer for name, buffer in model.named_buffers() if name.endswith("weight_scale")]
+    return sum(t.nbytes for t in [*model.parameters(), *scales]) - model.embed.weight.nbytes
+
+
 def bench_decode(model, paths: list[str], batches: list[int], steps: int, ceil: dict, results: dict) -> None:
     cfg = model.config
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    weight_bytes -= model.embed.weight.numel() * model.embed.weight.element_size()  # only B rows are read
+    weight_bytes = step_weight_bytes(model)
     floor_ms = weight_bytes / (ceil["copy_gbps"] * 1e9) * 1e3
     results["decode_floor"] = {
         "weight_gb": weight_bytes / 1e9,
@@ -204,6 +212,28 @@ def bench_decode(model, paths: list[str], batches: list[int], steps: int, ceil: 
             results.setdefault("decode", {}).setdefault(name, {})[batch] = row
             log(f"  {row}")
         results.setdefault("decode_step_kernels", {})[name] = profile_decode_step(model, compiled)
+
+
+def bench_decode_int8(model, batches: list[int], steps: int, ceil: dict, results: dict) -> None:
+    """Decoding through StaticDecoder's graph with bf16 weights and with a copy stored as int8
+    (engine/quantize.py: per-row scales, the fused linear kernel dequantizing), per batch: each one's
+    floor (the weight bytes a step reads over the copy bandwidth), and the int8 step's kernels."""
+    from megadoc.engine import quantize_weights
+
+    quantized = quantize_weights(copy.deepcopy(model))
+    free_memory()
+    rows: dict[str, Any] = results.setdefault("decode_int8", {})  # filled as measured: a failure keeps the rest
+    for name, weights in (("bf16", model), ("int8", quantized)):
+        weight_bytes = step_weight_bytes(weights)
+        floor_ms = weight_bytes / (ceil["copy_gbps"] * 1e9) * 1e3
+        for batch in batches:
+            log(f"decode, {name} weights, batch {batch}")
+            row = time_graph_decode(weights, batch, 4 * steps, floor_ms, compiled=False)
+            rows.setdefault(name, {})[batch] = row | {"weight_gb": weight_bytes / 1e9, "floor_ms": floor_ms}
+            log(f"  {row}")
+    rows["int8_step_kernels"] = profile_decode_step(quantized, compiled=False)
+    del quantized
+    free_memory()
 
 
 def time_graph_decode(model, batch: int, steps: int, floor_ms: float, compiled: bool) -> dict[str, float]:
@@ -501,6 +531,17 @@ def _linear_args(n: int, k: int, fusion: dict[str, bool], batch: int) -> dict[st
     }
 
 
+def _quantized(args: dict[str, Any]) -> dict[str, Any]:
+    """`args` with the weight (and up) stored as int8 with their per-row scales."""
+    from megadoc.kernels.linear import quantize_per_channel
+
+    out = dict(args)
+    out["weight"], out["weight_scale"] = quantize_per_channel(args["weight"])
+    if args["up"] is not None:
+        out["up"], out["up_scale"] = quantize_per_channel(args["up"])
+    return out
+
+
 def _linear_calls(
     fn: Callable[..., torch.Tensor], arg_sets: list[dict[str, Any]], **tile: int
 ) -> list[Callable[[], torch.Tensor]]:
@@ -508,44 +549,81 @@ def _linear_calls(
     return [functools.partial(fn, **args, **tile) for args in arg_sets] * 2
 
 
+def _sweep_tiles(
+    arg_sets: list[dict[str, Any]], tiles: list[tuple[int, int, int, int]], prefix: str
+) -> tuple[dict[str, Any], float]:
+    """The Triton kernel per call (us, in a graph) with its default tiles (`{prefix}_graph_us`) and
+    each of `tiles`; returns the row and the best time."""
+    from megadoc.kernels.linear.triton import fused_linear_triton
+
+    row: dict[str, Any] = {f"{prefix}_graph_us": 1e3 * graph_ms(_linear_calls(fused_linear_triton, arg_sets))}
+    best = row[f"{prefix}_graph_us"]
+    for bn, bk, warps, stages in tiles:
+        key = f"{prefix}_n{bn}_k{bk}_w{warps}_s{stages}_graph_us"
+        tile = {"block_n": bn, "block_k": bk, "num_warps": warps, "num_stages": stages}
+        try:
+            row[key] = 1e3 * graph_ms(_linear_calls(fused_linear_triton, arg_sets, **tile))
+            best = min(best, row[key])
+        except Exception as error:  # a tile that does not fit: report and go on
+            row[key] = f"failed: {str(error)[:80]}"
+    return row, best
+
+
+INT8_LINEAR_TILES = [  # as LINEAR_TILES, for int8 weights: more buffers or longer K steps (same bytes in flight)
+    (32, 256, 4, 4),
+    (32, 512, 4, 4),
+    (32, 512, 8, 4),
+    (16, 512, 4, 3),
+    (16, 1024, 4, 3),
+    (16, 512, 4, 6),
+    (64, 256, 4, 4),
+    (64, 256, 8, 8),
+]
+
+
 def bench_fused_linear(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, Any]]:
     """The decoding step's weight reads (7B shapes, batch 1 and 8): the reference (cuBLAS and one
     kernel per elementwise step, what the model ran before) vs kernels/linear/triton.py and its tiles,
-    per call inside a CUDA graph that cycles over enough weight sets to miss L2. Ends with the sum
-    over one step (each shape times its calls) for the reference, the default and the best tiles."""
+    with bf16 weights and with the same weights as int8 (`int8_*`), per call inside a CUDA graph that
+    cycles over enough weight sets to miss L2. Ends with the sum over one step (each shape times its
+    calls) for the reference, the default and the best tiles."""
     from megadoc.kernels.linear.reference import fused_linear as fused_linear_reference
-    from megadoc.kernels.linear.triton import fused_linear_triton
 
     rows: dict[str, dict[str, Any]] = {}
     for batch in (1, 8):
-        totals = {"floor_us": 0.0, "reference_graph_us": 0.0, "triton_graph_us": 0.0, "best_tiles_us": 0.0}
+        totals = dict.fromkeys(
+            (
+                "floor_us",
+                "reference_graph_us",
+                "triton_graph_us",
+                "best_tiles_us",
+                "int8_floor_us",
+                "int8_graph_us",
+                "int8_best_tiles_us",
+            ),
+            0.0,
+        )
         for name, n, k, fusion, calls in linear_shapes(cfg):
-            weight_bytes = n * k * 2 * (2 if fusion.get("up") else 1)
+            matrices = 2 if fusion.get("up") else 1
+            weight_bytes, int8_bytes = n * k * 2 * matrices, (n * k + 4 * n) * matrices
             sets = max(2, -(-256 * 2**20 // weight_bytes))
             args = [_linear_args(n, k, fusion, batch) for _ in range(sets)]
-            row: dict[str, Any] = {"floor_us": weight_bytes / bw * 1e6}
-
+            row: dict[str, Any] = {"floor_us": weight_bytes / bw * 1e6, "int8_floor_us": int8_bytes / bw * 1e6}
             row["reference_graph_us"] = 1e3 * graph_ms(_linear_calls(fused_linear_reference, args))
-            row["triton_graph_us"] = 1e3 * graph_ms(_linear_calls(fused_linear_triton, args))
-            best = row["triton_graph_us"]
-            for bn, bk, warps, stages in LINEAR_TILES:
-                key = f"triton_n{bn}_k{bk}_w{warps}_s{stages}_graph_us"
-                try:
-                    row[key] = 1e3 * graph_ms(
-                        _linear_calls(
-                            fused_linear_triton, args, block_n=bn, block_k=bk, num_warps=warps, num_stages=stages
-                        )
-                    )
-                    best = min(best, row[key])
-                except Exception as error:  # a tile that does not fit: report and go on
-                    row[key] = f"failed: {str(error)[:80]}"
+            bf16_row, best = _sweep_tiles(args, LINEAR_TILES, "triton")
+            int8_row, int8_best = _sweep_tiles([_quantized(a) for a in args], INT8_LINEAR_TILES, "int8")
+            row |= bf16_row | int8_row
             row["triton_gbps"] = weight_bytes / row["triton_graph_us"] / 1e3
+            row["int8_gbps"] = int8_bytes / row["int8_graph_us"] / 1e3
             row["reference_gbps"] = weight_bytes / row["reference_graph_us"] / 1e3
             for total, value in (
                 ("floor_us", row["floor_us"]),
                 ("reference_graph_us", row["reference_graph_us"]),
                 ("triton_graph_us", row["triton_graph_us"]),
                 ("best_tiles_us", best),
+                ("int8_floor_us", row["int8_floor_us"]),
+                ("int8_graph_us", row["int8_graph_us"]),
+                ("int8_best_tiles_us", int8_best),
             ):
                 totals[total] += calls * value
             rows[f"linear_{name}_b{batch}"] = row
@@ -672,6 +750,29 @@ def render(results: dict) -> str:
                 f"{kernels['kernel_ms']:.2f} ms of kernel time.",
                 "",
             ]
+    if "decode_int8" in results:
+        rows = results["decode_int8"]
+        lines += [
+            "| decoding, CUDA graph (cache at a chunk start) | weights | batch | GB read per step | floor ms | "
+            "ms/step | tokens/s | of floor | speed vs bf16 |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name in ("bf16", "int8"):
+            for batch, row in rows.get(name, {}).items():
+                ratio = rows["bf16"][batch]["step_ms"] / row["step_ms"]
+                lines.append(
+                    f"| megalodon 7B | {name} | {batch} | {row['weight_gb']:.2f} | {row['floor_ms']:.2f} | "
+                    f"{row['step_ms']:.2f} | {row['tokens_per_s']:.0f} | {row['fraction_of_floor']:.1%} | "
+                    f"{ratio:.2f}x |"
+                )
+        lines.append("")
+        if "int8_step_kernels" in rows:
+            kernels = rows["int8_step_kernels"]
+            lines += [
+                f"One decoding step with int8 weights (batch 1): {kernels['kernels']} kernels, "
+                f"{kernels['kernel_ms']:.2f} ms of kernel time.",
+                "",
+            ]
     if "kernels" in results:
         lines += ["| kernel (7B, one 4096-token chunk) | figures (ms unless named) |", "|---|---|"]
         for name, row in results["kernels"].items():
@@ -685,7 +786,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--parts",
-        default="ceilings,kernels,prefill,decode,refresh,llama",
+        default="ceilings,kernels,prefill,decode,decode_int8,refresh,llama",
         help=f"comma-separated, from {','.join(PARTS)}",
     )
     parser.add_argument("--lengths", default="32k,128k,1m", help="prefill lengths (Triton path)")
@@ -732,7 +833,7 @@ def main(argv: list[str] | None = None) -> None:
     if parts & {"kernels", "decode_kernels"}:
         step("decode_kernels", lambda: bench_decode_kernels(ceil, results))
         free_memory()
-    if parts & {"prefill", "decode", "refresh", "profile"}:
+    if parts & {"prefill", "decode", "decode_int8", "refresh", "profile"}:
         model = build_megalodon(MegalodonConfig.preset("7b"))
         if "profile" in parts:
             step("profile", lambda: profile_chunk(model, results))
@@ -750,6 +851,13 @@ def main(argv: list[str] | None = None) -> None:
                 "decode",
                 lambda: bench_decode(
                     model, paths, [int(b) for b in args.decode_batches.split(",")], args.decode_steps, ceil, results
+                ),
+            )
+        if "decode_int8" in parts:
+            step(
+                "decode_int8",
+                lambda: bench_decode_int8(
+                    model, [int(b) for b in args.decode_batches.split(",")], args.decode_steps, ceil, results
                 ),
             )
         if "refresh" in parts:
