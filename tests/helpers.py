@@ -34,6 +34,13 @@ LLAMA_WINDOW = 256
 # A fact only one page of a test book holds (write_keeper_book), for recall, evidence and citations.
 KEEPER = "The lighthouse keeper at Lyme was a gruff old sailor called Bartholomew Quince."
 
+# A story whose characters (Harville and Benwick, each named 12 times) character_names finds; Fanny is
+# named once, beside "Harville's sister".
+_VOYAGE = [f"On day {n} of the voyage, Harville walked to the harbour with Benwick." for n in range(12)]
+_VOYAGE.insert(6, "The lighthouse keeper, Harville, kept the great lamp burning through the storm.")
+_VOYAGE.insert(9, "Harville's sister, Fanny, wrote letters from the town by the sea.")
+VOYAGE = "\n\n".join(_VOYAGE)
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Relative error allowed: a few roundings of float32 arithmetic; one rounding to bf16.
 TOL = {torch.float32: 3e-5, torch.bfloat16: 1e-2}

@@ -9,6 +9,7 @@ from megadoc.evals.who import names_answer
 from tests.helpers import (
     AUSTEN,
     SHARED_DATA,
+    VOYAGE,
     assert_one_line_error,
     json_rows,
     qasper_answer,
@@ -203,10 +204,7 @@ def test_scrolls_majority_baseline_answers_the_most_frequent_training_answer(app
 def test_who_questions_score_names_beside_the_evidence_floor(app_env, tiny_model_dir, tmp_path):
     books = tmp_path / "books"
     books.mkdir()
-    story = [f"On day {n} of the voyage, Harville walked to the harbour with Benwick." for n in range(12)]
-    story.insert(6, "The lighthouse keeper, Harville, kept the great lamp burning through the storm.")
-    story.insert(9, "Harville's sister, Fanny, wrote letters from the town by the sea.")
-    (books / "Our__Voyage.txt").write_text("\n\n".join(story), encoding="utf-8")
+    (books / "Our__Voyage.txt").write_text(VOYAGE, encoding="utf-8")
     questions = tmp_path / "who.json"
     questions.write_text(
         json.dumps(
@@ -223,8 +221,10 @@ def test_who_questions_score_names_beside_the_evidence_floor(app_env, tiny_model
     result = run_cli(*args, "--json")
     assert result.exit_code == 0, result.stderr
     [row] = json_rows(result.stdout)
-    assert row["count"] == 2 and row["recall"] is True
+    assert row["count"] == 2 and row["recall"] is True and row["names"] is True
     first, second = row["results"]
+    # Who-questions are answered with a name of the recalled passages that the question does not use.
+    assert first["answer"] in {"Harville", "Benwick"} and second["answer"] == "Benwick"
     for r in row["results"]:
         assert r["correct"] == names_answer(r["answer"], tuple(r["answers"]))
         assert r["citations"] and all(label.startswith("line ") for label in r["citations"])
@@ -235,6 +235,8 @@ def test_who_questions_score_names_beside_the_evidence_floor(app_env, tiny_model
     assert row["floor_correct"] == 1
     # Both answers are in the recalled passages (Fanny beside "Harville's sister"): what reading finds.
     assert first["in_evidence"] and second["in_evidence"] and row["in_evidence"] == 2
+    [free] = json_rows(run_cli(*args, "--no-names", "--json").stdout)
+    assert free["names"] is False and free["floor_correct"] == 1
     table = run_cli(*args)
     assert table.exit_code == 0 and all(word in table.stdout for word in "Who kept the great lamp burning?".split())
     assert "a right name is in that text: 2" in " ".join(table.stdout.split())  # the caption wraps at 80

@@ -11,7 +11,7 @@ from megadoc.pipeline import registry
 from megadoc.pipeline.cache import StateCache, cache_key
 from megadoc.pipeline.ingest import load_document
 from megadoc.pipeline.session import Reader, ReadInterrupted
-from tests.helpers import AUSTEN, DATA
+from tests.helpers import AUSTEN, DATA, VOYAGE
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +146,21 @@ def test_the_passage_index_is_kept_with_the_state_and_made_only_when_needed(load
     assert third.passages.passages == built.passages and third.index_status == "built"
     cache.remove(key)
     assert not (tmp_path / "states" / f"{key}.recall").exists()
+
+
+def test_a_who_question_is_answered_with_a_name_from_the_recalled_passages(loaded, tmp_path):
+    path = tmp_path / "voyage.txt"
+    path.write_text(VOYAGE, encoding="utf-8")
+    reader = Reader(loaded, cache=None)
+    read = reader.read(load_document(path))
+    config = GenerationConfig(max_new_tokens=6)
+
+    def free(question: str) -> str:
+        return reader.respond(read, "qa", config, recall_query=question, question=question).collect()
+
+    lamp = reader.ask(read, "Who kept the great lamp burning?", config)
+    assert lamp.collect() in {"Harville", "Benwick"} and lamp.citations
+    assert reader.ask(read, "Who is Harville's sister?", config).collect() == "Benwick"  # the only other name
+    assert reader.ask(read, "Who kept the lamp?", config, names=False).collect() == free("Who kept the lamp?")
+    for not_for_a_name in ("Who is Harville?", "What did Fanny write?", "Who sells zebras?"):  # the last: no passage
+        assert reader.ask(read, not_for_a_name, config).collect() == free(not_for_a_name)

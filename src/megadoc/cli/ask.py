@@ -16,6 +16,7 @@ from megadoc.cli.common import (
     DeviceOption,
     MaxTokensOption,
     ModelOption,
+    NamesOption,
     NoCacheOption,
     NoRepeatOption,
     QuietOption,
@@ -51,6 +52,7 @@ def ask(
     no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
     seed: Annotated[int | None, typer.Option(help="Random seed for sampling.")] = None,
     recall: RecallOption = True,
+    names: NamesOption = True,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -88,7 +90,7 @@ def ask(
         read = session.read(document, display_name(file))
         config = generation(max_tokens, temperature, seed, no_repeat_ngram)
         for number, text in enumerate(asked):
-            response = session.reader.ask(read, text, config, recall=recall)
+            response = session.reader.ask(read, text, config, recall=recall, names=names)
             if as_json:
                 response.collect()
                 row = _answer_json(text, response, read, session, ingest_seconds, recall)

@@ -57,6 +57,14 @@ RecallOption = Annotated[
         "--no-recall gives the paper's plain mode (the state and the document's tail only).",
     ),
 ]
+NamesOption = Annotated[
+    bool,
+    typer.Option(
+        "--names/--no-names",
+        help="Answer a question asking for a person (Who ...?) with the name of the recalled passages that "
+        "the model finds likeliest; --no-names lets the model write the answer.",
+    ),
+]
 MaxTokensOption = Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens to generate.")]
 TemperatureOption = Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")]
 # No 2-gram twice in an answer: on all 272 QMSum val queries (H100, recall) `mini` scored 9.70 with

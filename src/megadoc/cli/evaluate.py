@@ -17,6 +17,7 @@ from megadoc.cli.common import (
     DeviceOption,
     MaxTokensOption,
     ModelOption,
+    NamesOption,
     NoRepeatOption,
     UsageError,
     eval_app,
@@ -156,6 +157,7 @@ def eval_who(
     recall: EngineRecallOption = None,
     max_tokens: MaxTokensOption = 24,
     no_repeat_ngram: NoRepeatOption = DEFAULT_NO_REPEAT_NGRAM,
+    names: NamesOption = True,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.")] = False,
 ) -> None:
     """Who-questions about novels: does the answer name the right character? Beside the model, the
@@ -177,7 +179,8 @@ def eval_who(
             recall = True if recall is None else recall
             loaded = registry.load(model, registry.choose_device(device))
             config = generation(max_tokens, 0.0, None, no_repeat_ngram)
-            asker, name = MegadocAsker(Reader(loaded, cache=None), config, recall, bar.read), loaded.name
+            asker = MegadocAsker(Reader(loaded, cache=None), config, recall, bar.read, names)
+            name = loaded.name
         elif engine == "hf":
             if context != "head":
                 raise UsageError("eval who --engine hf reads --context head (the app's question prompt)")
@@ -203,6 +206,7 @@ def eval_who(
             "recall": recall,
             "mode": mode,
             "no_repeat_ngram": no_repeat_ngram if engine == "megadoc" else None,
+            "names": names if engine == "megadoc" else None,
             "count": len(results),
             "correct": correct,
             "floor_correct": floor,
@@ -273,6 +277,7 @@ def eval_scrolls(
             "each question) or app (the document read once, then the question, as `megadoc ask` does)."
         ),
     ] = "scrolls",
+    names: NamesOption = True,
     context: ContextOption = "head",
     window: WindowOption = None,
     max_tokens: Annotated[
@@ -316,7 +321,7 @@ def eval_scrolls(
             predictor, name = _majority_predictor(task, train_data or data)
         else:
             predictor, name = _predictor(
-                engine, model, device, recall, max_tokens, no_repeat_ngram, context, window, bar.read, layout
+                engine, model, device, recall, max_tokens, no_repeat_ngram, context, window, bar.read, layout, names
             )
         mode = _mode(engine, recall, context, layout)
         stem = (
@@ -336,6 +341,7 @@ def eval_scrolls(
             "attribute": attribute,
             "window": getattr(predictor, "window", None) if engine == "hf" else None,
             "no_repeat_ngram": no_repeat_ngram if engine == "megadoc" else None,
+            "names": names if engine == "megadoc" and layout == "app" else None,
             "count": summary.count,
             "score": summary.score,
             "metrics": summary.metrics,
@@ -424,6 +430,7 @@ def _predictor(
     window: int | None,
     on_read: ProgressCallback | None = None,
     layout: str = "scrolls",
+    names: bool = True,
 ):
     if engine == "megadoc":
         from megadoc.evals.predictor import LAYOUTS, MegalodonPredictor
@@ -433,7 +440,7 @@ def _predictor(
 
         loaded = registry.load(model, registry.choose_device(device))
         reader = Reader(loaded, cache=None)
-        predictor = MegalodonPredictor(reader, bool(recall), max_tokens, no_repeat_ngram, on_read, layout)
+        predictor = MegalodonPredictor(reader, bool(recall), max_tokens, no_repeat_ngram, on_read, layout, names)
         return predictor, f"{loaded.name} ({_mode(engine, recall, context, layout)})"
     if engine == "lead":
         from megadoc.evals.baselines import LeadBaseline

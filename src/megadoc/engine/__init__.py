@@ -13,7 +13,7 @@ from megadoc.engine.checkpoint import (
 )
 from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.decode import StaticDecoder
-from megadoc.engine.generation import GenerationConfig, generate, stream_text
+from megadoc.engine.generation import GenerationConfig, continuation_logprobs, generate, stream_text
 from megadoc.engine.model import Megalodon
 from megadoc.engine.parallel import read_across_ranks
 from megadoc.engine.quantize import quantize_weights
@@ -29,6 +29,7 @@ __all__ = [
     "State",
     "StaticDecoder",
     "Tokenizer",
+    "continuation_logprobs",
     "convert_reference",
     "default_dtype",
     "generate",

@@ -127,6 +127,25 @@ def generate(
                 decoder.busy = False
 
 
+@torch.inference_mode()
+def continuation_logprobs(
+    model: Megalodon, prompt_ids: Sequence[int], state: State, continuations: Sequence[Sequence[int]]
+) -> list[float]:
+    """The log-probability of each continuation (a non-empty list of ids) right after `prompt_ids`
+    (non-empty), continuing from `state`, which is left as it was."""
+    state = state.clone()
+    device = model.device
+    after_prompt = model(torch.as_tensor([list(prompt_ids)], device=device), state)[0, -1].log_softmax(-1)
+    scores = []
+    for ids in continuations:
+        total = float(after_prompt[ids[0]])
+        if len(ids) > 1:
+            inside = model(torch.as_tensor([list(ids[:-1])], device=device), state.clone())[0].log_softmax(-1)
+            total += float(inside.gather(-1, torch.as_tensor(ids[1:], device=device)[:, None]).sum())
+        scores.append(total)
+    return scores
+
+
 def stream_text(
     model: Megalodon,
     tokenizer: Tokenizer,

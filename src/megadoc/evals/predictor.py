@@ -18,7 +18,8 @@ class MegalodonPredictor:
     scrolls: SCROLLS' input (question, blank line, document: the `before` part of the task's
     template plus the document) read with a fresh state, then the question asked again; no two
     examples share a read. app: what `megadoc ask` (or `summarize --query`, for the summary tasks)
-    does: the document read alone, then the question after it; examples about the document just
+    does: the document read alone, then the question after it (a question asking for a person
+    answered with a name where `names`, as `Reader.ask` does); examples about the document just
     read share its read, so a set grouped by document reads each document once. With recall,
     evidence from the document goes before the question in both. `on_read` follows each read
     (ProgressBar.read)."""
@@ -31,11 +32,12 @@ class MegalodonPredictor:
         no_repeat_ngram: int = 0,
         on_read: ProgressCallback | None = None,
         layout: str = "scrolls",
+        names: bool = True,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
         self.reader, self.recall, self.max_new_tokens = reader, recall, max_new_tokens
-        self.no_repeat_ngram, self.on_read, self.layout = no_repeat_ngram, on_read, layout
+        self.no_repeat_ngram, self.on_read, self.layout, self.names = no_repeat_ngram, on_read, layout, names
         self._last_read: ReadDocument | None = None
 
     def predict(self, example: Example) -> str:
@@ -51,10 +53,13 @@ class MegalodonPredictor:
             max_new_tokens=self.max_new_tokens or ANSWER_TOKENS[example.task],
             no_repeat_ngram=self.no_repeat_ngram,
         )
-        slot = "query" if "query" in prompts.slots(template) else "question"
-        query = example.question if self.recall else None
-        text = self.reader.respond(read, template, config, recall_query=query, **{slot: example.question}).collect()
-        return answer_text(example.task, text)
+        if template == "qa":
+            response = self.reader.ask(read, example.question, config, recall=self.recall, names=self.names)
+        else:
+            slot = "query" if "query" in prompts.slots(template) else "question"
+            query = example.question if self.recall else None
+            response = self.reader.respond(read, template, config, recall_query=query, **{slot: example.question})
+        return answer_text(example.task, response.collect())
 
     def _read_alone(self, example: Example) -> ReadDocument:
         """The document read on its own: the last read again when the example shares its document."""

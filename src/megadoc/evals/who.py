@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from megadoc import prompts
 from megadoc.engine import GenerationConfig
 from megadoc.pipeline.ingest import Document, load_document
-from megadoc.pipeline.names import character_names
+from megadoc.pipeline.names import character_names, name_counts
 from megadoc.pipeline.session import ProgressCallback, ReadDocument, Reader, final_prompt
 
 
@@ -80,15 +80,20 @@ class MegadocAsker:
     """`megadoc ask`: the read state, then the question after the recalled passages (or the tail)."""
 
     def __init__(
-        self, reader: Reader, config: GenerationConfig, recall: bool, on_read: ProgressCallback | None = None
+        self,
+        reader: Reader,
+        config: GenerationConfig,
+        recall: bool,
+        on_read: ProgressCallback | None = None,
+        names: bool = True,
     ) -> None:
-        self.reader, self.config, self.recall, self.on_read = reader, config, recall, on_read
+        self.reader, self.config, self.recall, self.on_read, self.names = reader, config, recall, on_read, names
 
     def open(self, document: Document) -> ReadDocument:
         return self.reader.read(document, self.on_read)
 
     def ask(self, read: ReadDocument, question: str) -> tuple[str, str, list[str]]:
-        response = self.reader.ask(read, question, self.config, recall=self.recall)
+        response = self.reader.ask(read, question, self.config, recall=self.recall, names=self.names)
         answer = response.collect().strip().split("\n", 1)[0].strip()
         return answer, _evidence(self.reader, read, question, self.config), [c.label for c in response.citations]
 
@@ -126,7 +131,7 @@ def run_who(
         names = character_names(document.text)
         for question in asked:
             answer, evidence, citations = asker.ask(opened, question.question)
-            floor = _most_frequent_name(evidence, {name for name in names if name not in question.question})
+            floor = _most_frequent_name(name_counts(evidence, names, question.question))
             results.append(
                 WhoResult(
                     book,
@@ -155,8 +160,6 @@ def _evidence(reader: Reader, read: ReadDocument, question: str, config: Generat
     return "" if evidence is None else evidence.text
 
 
-def _most_frequent_name(evidence: str, names: set[str]) -> str:
-    """The most frequent of `names` in `evidence` ("" if none occurs)."""
-    counts = {name: len(re.findall(rf"\b{name}\b", evidence)) for name in names}
-    best = max(counts, key=lambda name: (counts[name], name), default="")
-    return best if counts.get(best) else ""
+def _most_frequent_name(counts: dict[str, int]) -> str:
+    """The name of `counts` seen most often ("" if none)."""
+    return max(counts, key=lambda name: (counts[name], name), default="")

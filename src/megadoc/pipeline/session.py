@@ -12,12 +12,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 
 from megadoc import prompts
-from megadoc.engine import GenerationConfig, State, stream_text
+from megadoc.engine import GenerationConfig, State, continuation_logprobs, stream_text
 from megadoc.pipeline.cache import StateCache, cache_key
 from megadoc.pipeline.ingest import Document
+from megadoc.pipeline.names import asks_for_a_name, character_names, name_counts
 from megadoc.pipeline.recall import Citation, Evidence, PassageIndex, passage_size
 from megadoc.pipeline.registry import LoadedModel
 from megadoc.pipeline.support import Support, check_support
@@ -64,6 +65,11 @@ class ReadDocument:
             self._passages, self.index_status = self.index_loader()
             self.seconds["index"] = time.perf_counter() - start
         return self._passages
+
+    @cached_property
+    def names(self) -> set[str]:
+        """The document's character (and place) names, found once."""
+        return character_names(self.document.text)
 
     @property
     def tail_text(self) -> str:
@@ -298,6 +304,15 @@ class Reader:
 
         With `recall_query`, recalled evidence replaces the document's tail in the final chunk
         and the response gets citations; when nothing matches the query, the tail is used."""
+        prompt_ids, evidence = self._prompt(read, template, config, recall_query, **slots)
+        pieces = stream_text(self.model, self.tokenizer, prompt_ids, read.state.clone(), config)
+        asked = slots.get("question") or slots.get("query") or ""
+        return Response(pieces, lambda text: _grounding(read.passages, evidence, recall_query, asked, text))
+
+    def _prompt(
+        self, read: ReadDocument, template: str, config: GenerationConfig, recall_query: str | None, **slots: str
+    ) -> tuple[list[int], Evidence | None]:
+        """The ids fed after the read state (`final_prompt`'s text) and the evidence among them."""
         before, after = prompts.split(template, **slots)
         prompt, evidence = final_prompt(
             read.passages if recall_query is not None else None,
@@ -312,12 +327,31 @@ class Reader:
         prompt_ids = self.tokenizer.encode(prompt)
         if read.state.position == 0 and self.tokenizer.bos_id >= 0:
             prompt_ids = [self.tokenizer.bos_id, *prompt_ids]  # nothing read yet, not even BOS
-        pieces = stream_text(self.model, self.tokenizer, prompt_ids, read.state.clone(), config)
-        asked = slots.get("question") or slots.get("query") or ""
-        return Response(pieces, lambda text: _grounding(read.passages, evidence, recall_query, asked, text))
+        return prompt_ids, evidence
 
-    def ask(self, read: ReadDocument, question: str, config: GenerationConfig, recall: bool = True) -> Response:
+    def ask(
+        self, read: ReadDocument, question: str, config: GenerationConfig, recall: bool = True, names: bool = True
+    ) -> Response:
+        """The answer to `question`; with recall and `names`, a question asking for a person is
+        answered by `name_answer` where the recalled passages name someone."""
+        if recall and names and asks_for_a_name(question):
+            answer = self.name_answer(read, question, config)
+            if answer is not None:
+                return answer
         return self.respond(read, "qa", config, recall_query=question if recall else None, question=question)
+
+    def name_answer(self, read: ReadDocument, question: str, config: GenerationConfig) -> Response | None:
+        """The name, among those of the recalled passages that `question` does not use, that the
+        model finds likeliest right after the question's prompt; None when the passages name no one.
+        A who-question's answer is a name: the model chooses it rather than writes it."""
+        prompt_ids, evidence = self._prompt(read, "qa", config, question, question=question)
+        candidates = sorted(name_counts(evidence.text, read.names, question)) if evidence is not None else []
+        if not candidates:
+            return None
+        continuations = [self.tokenizer.encode(" " + name) for name in candidates]
+        scores = continuation_logprobs(self.model, prompt_ids, read.state, continuations)
+        best = max(zip(scores, candidates, strict=True))[1]
+        return Response(iter([best]), lambda text: _grounding(read.passages, evidence, question, question, text))
 
     def summarize(
         self, read: ReadDocument, config: GenerationConfig, query: str | None = None, recall: bool = True
