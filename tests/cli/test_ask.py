@@ -12,6 +12,7 @@ import torch
 
 from tests.helpers import (
     KEEPER,
+    VOYAGE,
     assert_one_line_error,
     austen_paragraphs,
     json_rows,
@@ -70,6 +71,18 @@ def test_several_questions_read_the_document_once(app_env, tiny_model_dir, book,
 
     plain = ask(book, "Who is Anne?", "Where is Bath?", model=tiny_model_dir)
     assert plain.stdout.startswith("Q: Who is Anne?\nA: ") and "\nQ: Where is Bath?\nA: " in plain.stdout
+
+
+def test_a_who_question_is_answered_with_a_name_and_the_json_says_from_which(app_env, tiny_model_dir, tmp_path):
+    story = tmp_path / "voyage.txt"
+    story.write_text(VOYAGE, encoding="utf-8")
+    [row] = json_rows(ask(story, "Who kept the great lamp burning?", "--json", model=tiny_model_dir).stdout)
+    assert row["names"] and set(row["names"]) <= {"Benwick", "Harville"} and row["answer"] in row["names"]
+    assert row["citations"]
+    [written] = json_rows(ask(story, "Who kept the lamp?", "--no-names", "--json", model=tiny_model_dir).stdout)
+    assert written["names"] is None
+    text = ask(story, "Who kept the great lamp burning?", model=tiny_model_dir)
+    assert text.exit_code == 0 and text.stdout.startswith(row["answer"] + "\nSources: line ")
 
 
 def test_no_recall_answers_from_the_tail_without_citations(app_env, tiny_model_dir, book):

@@ -132,6 +132,7 @@ def _answer_json(
         },
         "model": session.loaded.name,
         "recall": recall,
+        "names": response.names,  # the names a who-question's answer was chosen from; null: written by the model
         "cache": read.status,
         "index": read.index_status,  # the passage index: "cached", "built", or null when unused
         "tokens_read": read.tokens_read,

@@ -89,10 +89,13 @@ class Grounding:
 
 
 class Response:
-    """Generated text as a stream of pieces; after iteration, the whole text and its grounding."""
+    """Generated text as a stream of pieces; after iteration, the whole text and its grounding.
+    `names`: the names a name answer was chosen from (None when the model wrote the answer)."""
 
-    def __init__(self, pieces: Iterator[str], finish: Callable[[str], Grounding]) -> None:
-        self._pieces, self._finish = pieces, finish
+    def __init__(
+        self, pieces: Iterator[str], finish: Callable[[str], Grounding], names: list[str] | None = None
+    ) -> None:
+        self._pieces, self._finish, self.names = pieces, finish, names
         self.text = ""
         self.grounding = Grounding()
         self.seconds = 0.0
@@ -351,7 +354,9 @@ class Reader:
         continuations = [self.tokenizer.encode(" " + name) for name in candidates]
         scores = continuation_logprobs(self.model, prompt_ids, read.state, continuations)
         best = max(zip(scores, candidates, strict=True))[1]
-        return Response(iter([best]), lambda text: _grounding(read.passages, evidence, question, question, text))
+        return Response(
+            iter([best]), lambda text: _grounding(read.passages, evidence, question, question, text), candidates
+        )
 
     def summarize(
         self, read: ReadDocument, config: GenerationConfig, query: str | None = None, recall: bool = True
