@@ -1,5 +1,5 @@
 """`fused_linear` (kernels/linear.py) for 1 to 16 rows: one pass over the weights with the
-neighbours fused in.
+neighbours fused in; `fused_linear_grouped` (several weights that read the same x) in one launch.
 
 Each program owns BLOCK_N output features and walks K in BLOCK_K steps: it loads the rows' x tile
 (times `scale`, rounded to x's dtype as the reference rounds the gated input), the weight tile
@@ -12,6 +12,14 @@ its load (exact: |w| <= 127) and the dot runs as for bf16; the per-row scale mul
 sum after the K loop (acc[:, n] * scale[n], and acc_up's by up's scale): one multiply per output,
 none per weight, and half the weight bytes.
 
+Grouped (`LinearGroup`: the weights concatenated once, [N1 + ... + Ns, K]): the same kernel over
+all the rows of the concatenation, with the bias concatenated (zeros where a segment has none) and
+two column ranges for the epilogue: SiLU applies to [silu_start, silu_end) (the adjacent segments
+that take it), the residual, shaped like its segment's output, is added to [res_start, res_end).
+A single linear is the group of one (both ranges [0, N)). One launch instead of s: each launch pays
+~3.6 us of ramp and tail whatever its size (KERNELS-NOTES.md), and a small read (wz's 8 MB) gets too
+few programs to reach the bandwidth alone.
+
 Bytes: the weights once (N x K x 2 per matrix; N x K + 4 N in int8), x once per program from L2,
 the output once. The weight tiles stream through `num_stages` buffers (software pipelining of the
 dot's loads), which keeps enough bytes in flight for each SM to reach the copy bandwidth. Tiles per
@@ -21,9 +29,13 @@ shape: `_tiles`, chosen by the sweep in `python -m benchmarks.speed --parts deco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import triton
 import triton.language as tl
+
+from megadoc.kernels.linear.reference import LinearGroup, segment_residuals
 
 BLOCK_M = 16  # rows per tile: the matrix units' smallest
 
@@ -49,11 +61,15 @@ def _fused_linear_kernel(
     w_scale_ptr,  # [N] float32 (read when INT8_WEIGHTS)
     up_scale_ptr,  # [N] float32 (read when INT8_WEIGHTS and HAS_UP)
     bias_ptr,  # [N] (read when HAS_BIAS)
-    res_ptr,  # [M, N] (read when HAS_RES)
+    res_ptr,  # [M, res_end - res_start] (read when HAS_RES)
     y_ptr,  # [M, N]
     rows,
     n,
     k,
+    silu_start,  # SiLU's columns [silu_start, silu_end) (when SILU)
+    silu_end,
+    res_start,  # the residual's columns [res_start, res_end) (when HAS_RES)
+    res_end,
     stride_xm,
     stride_sm,
     stride_w,
@@ -101,12 +117,15 @@ def _fused_linear_kernel(
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if SILU:
-        acc = acc * tl.sigmoid(acc)
+        silu_cols = (offs_n >= silu_start) & (offs_n < silu_end)
+        acc = tl.where(silu_cols[None, :], acc * tl.sigmoid(acc), acc)
     if HAS_UP:
         acc = acc * acc_up
     out_mask = m_mask[:, None] & n_mask[None, :]
     if HAS_RES:
-        acc += tl.load(res_ptr + offs_m[:, None] * stride_rm + offs_n[None, :], mask=out_mask, other=0.0).to(tl.float32)
+        res_mask = out_mask & ((offs_n >= res_start) & (offs_n < res_end))[None, :]
+        res = tl.load(res_ptr + offs_m[:, None] * stride_rm + (offs_n - res_start)[None, :], mask=res_mask, other=0.0)
+        acc += res.to(tl.float32)
     tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
@@ -130,21 +149,26 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def fused_linear_triton(
+def _contiguous_rows(weight: torch.Tensor) -> torch.Tensor:
+    return weight if weight.stride(-1) == 1 else weight.contiguous()
+
+
+def _launch(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
+    bias: torch.Tensor | None,
     *,
-    silu: bool = False,
-    up: torch.Tensor | None = None,
-    scale: torch.Tensor | None = None,
-    residual: torch.Tensor | None = None,
-    weight_scale: torch.Tensor | None = None,
-    up_scale: torch.Tensor | None = None,
-    **tiles: int,
+    silu_cols: tuple[int, int] | None,
+    up: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    res_cols: tuple[int, int],
+    weight_scale: torch.Tensor | None,
+    up_scale: torch.Tensor | None,
+    tiles: dict[str, int],
 ) -> torch.Tensor:
-    """`fused_linear` for x [..., K] with at most 16 rows; int8 weight (and up) with their float32
-    per-row scales [N]; `tiles` overrides block_n, block_k, num_warps and num_stages."""
+    """The kernel over x [..., K] and weight [N, K]: y [..., N], SiLU on the columns `silu_cols` (None:
+    none), `residual` [..., res_end - res_start] added to the columns `res_cols`."""
     n, k = weight.shape
     lead = x.shape[:-1]
     x2 = _rows(x)
@@ -154,8 +178,8 @@ def fused_linear_triton(
     int8 = weight.dtype == torch.int8
     if int8 and (weight_scale is None or (up is not None and (up.dtype != torch.int8 or up_scale is None))):
         raise ValueError("int8 weights need their per-row scales (and an int8 up projection)")
-    weight = weight if weight.stride(-1) == 1 else weight.contiguous()
-    up = None if up is None else (up if up.stride(-1) == 1 else up.contiguous())
+    weight = _contiguous_rows(weight)
+    up = None if up is None else _contiguous_rows(up)
     s2 = None if scale is None else _rows(scale.expand_as(x))
     r2 = None if residual is None else _rows(residual)
     y = torch.empty(rows, n, dtype=x.dtype, device=x.device)
@@ -173,6 +197,8 @@ def fused_linear_triton(
         rows,
         n,
         k,
+        *(silu_cols or (0, 0)),
+        *res_cols,
         x2.stride(0),
         0 if s2 is None else s2.stride(0),
         weight.stride(0),
@@ -183,7 +209,7 @@ def fused_linear_triton(
         HAS_UP=up is not None,
         HAS_BIAS=bias is not None,
         HAS_RES=r2 is not None,
-        SILU=silu,
+        SILU=silu_cols is not None,
         INT8_WEIGHTS=int8,
         EVEN_K=k % config["block_k"] == 0,
         UPCAST_DOT=not x.is_cuda,
@@ -195,3 +221,58 @@ def fused_linear_triton(
         num_stages=config["num_stages"],
     )
     return y.view(*lead, n)
+
+
+def fused_linear_triton(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    silu: bool = False,
+    up: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    weight_scale: torch.Tensor | None = None,
+    up_scale: torch.Tensor | None = None,
+    **tiles: int,
+) -> torch.Tensor:
+    """`fused_linear` for x [..., K] with at most 16 rows; int8 weight (and up) with their float32
+    per-row scales [N]; `tiles` overrides block_n, block_k, num_warps and num_stages."""
+    n = weight.shape[0]
+    return _launch(
+        x,
+        weight,
+        bias,
+        silu_cols=(0, n) if silu else None,
+        up=up,
+        scale=scale,
+        residual=residual,
+        res_cols=(0, n),
+        weight_scale=weight_scale,
+        up_scale=up_scale,
+        tiles=tiles,
+    )
+
+
+def fused_linear_grouped_triton(
+    x: torch.Tensor, group: LinearGroup, residuals: Sequence[torch.Tensor | None] | None = None, **tiles: int
+) -> tuple[torch.Tensor, ...]:
+    """`fused_linear_grouped` for x [..., K] with at most 16 rows, in one launch: the segments'
+    outputs are views of one [..., N1 + ... + Ns] tensor."""
+    residuals = segment_residuals(group, residuals)
+    bounds = group.bounds
+    taking = [i for i, r in enumerate(residuals) if r is not None]
+    y = _launch(
+        x,
+        group.weight,
+        group.bias,
+        silu_cols=group.silu_columns,
+        up=None,
+        scale=None,
+        residual=residuals[taking[0]] if taking else None,
+        res_cols=bounds[taking[0]] if taking else (0, 0),
+        weight_scale=group.weight_scale,
+        up_scale=None,
+        tiles=tiles,
+    )
+    return tuple(y[..., start:end] for start, end in bounds)
