@@ -4,8 +4,9 @@ reaches, and greedy generation; on CPU eagerly, and on a GPU its CUDA-graph repl
 import pytest
 import torch
 
-from megadoc.engine import GenerationConfig, Megalodon, MegalodonConfig, State
+from megadoc.engine import GenerationConfig, Megalodon, MegalodonConfig, State, quantize_weights
 from megadoc.engine import generation as generate_module
+from megadoc.engine import model as model_module
 from megadoc.engine.decode import StaticDecoder, decoder_for
 from megadoc.kernels import attention as attention_module
 from megadoc.kernels import timestep_norm as timestep_norm_module
@@ -78,6 +79,79 @@ def test_triton_step_kernels_match_the_reference_path(monkeypatch):
         for t, logits in zip(range(prompt, prompt + steps), expected, strict=True):
             assert rel_err(decoder.step(ids[:, t]), logits) < 1e-5, t
     assert_states_equal(decoder.to_state(), state)
+
+
+def test_grouped_step_matches_the_model_and_keeps_greedy_ids(monkeypatch):
+    """`grouped=True` (wz, wr and wh1 in one `fused_linear_grouped` call per layer; its reference
+    here) against the model's one-token forward: logits, greedy ids across a chunk boundary, state;
+    then again after the three weights change in place and the decoder is reset (the group refilled)."""
+    model = perturbed_model(TINY)
+    calls = []
+    grouped = model_module.fused_linear_grouped
+    monkeypatch.setattr(model_module, "fused_linear_grouped", lambda *a: calls.append(1) or grouped(*a))
+
+    def greedy(decoder: StaticDecoder, state: State, steps: int) -> None:
+        token = expected_token = torch.randint(0, TINY.vocab_size, (2,))
+        for t in range(steps):
+            expected = model(expected_token[:, None], state)[:, -1]
+            got = decoder.step(token)
+            assert rel_err(got, expected) < 1e-5, t
+            token, expected_token = got.argmax(-1), expected.argmax(-1)
+            assert torch.equal(token, expected_token), t
+        assert_states_equal(decoder.to_state(), state)
+
+    with torch.no_grad():
+        state = model.new_state(2)
+        model(torch.randint(0, TINY.vocab_size, (2, 9)), state)
+        decoder = StaticDecoder(model, state.clone(), grouped=True)
+        greedy(decoder, state, 14)
+        assert len(calls) == 14 * TINY.num_layers
+        for linear in (model.layers[1].mega.wz, model.layers[1].mega.wr, model.layers[1].mega.wh1):
+            linear.weight.mul_(1.5)
+            linear.bias.add_(0.1)
+        decoder.reset(state)
+        greedy(decoder, state, 4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the bf16 graph tests run the grouped kernel itself")
+@pytest.mark.parametrize("int8", [False, True], ids=["bf16", "int8"])
+def test_grouped_step_launches_one_kernel_for_the_reads_of_m(monkeypatch, int8):
+    """bf16 decoding with `fused_linear` routed to the Triton kernels (under the interpreter on CPU),
+    grouped and not: per layer one grouped launch (wz, wr, wh1) and 4 single ones (wv, wh2, fc1 with
+    fc3, fc2) instead of 7, with int8 weights too, and the same logits, bit for bit here (the
+    interpreter's tiles are the same; on a GPU the group's wider tiles sum K in another order)."""
+    pytest.importorskip("triton")
+    import megadoc.kernels.linear as linear_module
+    import megadoc.kernels.linear.triton as linear_triton
+
+    model = perturbed_model(TINY, dtype=torch.bfloat16)
+    model = quantize_weights(model) if int8 else model
+    ids = torch.randint(0, TINY.vocab_size, (2, 11), generator=torch.Generator().manual_seed(4))
+    launches = []
+
+    def counted(name: str):
+        kernel = getattr(linear_triton, name)
+        return lambda *args, **kwargs: launches.append(name) or kernel(*args, **kwargs)
+
+    for name in ("fused_linear_triton", "fused_linear_grouped_triton"):
+        monkeypatch.setattr(linear_triton, name, counted(name))
+    monkeypatch.setattr(linear_module, "use_triton", lambda x: True)
+
+    def decode(grouped: bool) -> list[torch.Tensor]:
+        state = model.new_state(2)
+        model(ids[:, :9], state)
+        decoder = StaticDecoder(model, state, grouped=grouped)
+        launches.clear()
+        return [decoder.step(ids[:, t]).clone() for t in range(9, 11)]
+
+    with torch.no_grad():
+        ungrouped = decode(grouped=False)
+        assert launches == ["fused_linear_triton"] * 2 * (7 * TINY.num_layers + 1)
+        grouped = decode(grouped=True)
+        layer = ["fused_linear_grouped_triton"] + ["fused_linear_triton"] * 4
+        assert launches == (layer * TINY.num_layers + ["fused_linear_triton"]) * 2
+    for got, expected in zip(grouped, ungrouped, strict=True):
+        assert torch.equal(got, expected)
 
 
 def test_to_state_continues_on_the_normal_path():
@@ -184,3 +258,25 @@ def test_graph_replay_equals_eager_bf16(compiled):
             assert rel_err(replayed, expected) < 2e-2, t
     reached = graph.to_state()
     assert reached.position == state.position and reached.layers[0].k.shape == state.layers[0].k.shape
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("int8", [False, True], ids=["bf16", "int8"])
+def test_grouped_graph_equals_ungrouped_bf16(int8):
+    """The captured step with wz, wr and wh1 in one launch (the default on CUDA) against the one with
+    three: logits within the graph-vs-eager bound and the same greedy ids, bf16 and int8 weights."""
+    model = perturbed_model(TINY.replace(chunk_size=64), device="cuda", dtype=torch.bfloat16)
+    model = quantize_weights(model) if int8 else model
+    with torch.inference_mode():
+        state = model.new_state(2)
+        model(torch.randint(0, TINY.vocab_size, (2, 30), device="cuda"), state)
+        grouped = StaticDecoder(model, state.clone())
+        ungrouped = StaticDecoder(model, state.clone(), grouped=False)
+        assert grouped.grouped and not ungrouped.grouped
+        token = torch.randint(0, TINY.vocab_size, (2,), device="cuda")
+        for t in range(100):  # crosses a chunk boundary
+            got, expected = grouped.step(token).clone(), ungrouped.step(token)
+            assert rel_err(got, expected) < 1e-3, t
+            token = expected.argmax(-1)
+            assert torch.equal(got.argmax(-1), token), t

@@ -15,6 +15,11 @@ cache write is its own. What depends on the parameters alone is computed once pe
 token: the CEMA coefficients with their decay q, the norms' float32 scales, the q/k scales and
 shifts (`_LayerParams`; refreshed in place by `reset`). The rotary factors of the token's position
 are computed once per step, for all layers.
+
+On CUDA (`grouped`) the three reads of m, wz, wr and wh1, go through one launch of the fused linear
+kernel (`MovingAverageGatedAttention.m_group`: their weights concatenated once per decoder, a copy
+of ~24% of a 7B's weights): each launch costs ~3.6 us whatever its size (benchmarks/KERNELS-NOTES.md),
+and wh1's output only depends on m and the layer's input, so it is computed before the attention.
 """
 
 from __future__ import annotations
@@ -61,23 +66,27 @@ class _LayerParams:
     ffn: FeedForwardParams
 
     @classmethod
-    def of(cls, layer: MegalodonLayer) -> _LayerParams:
-        return cls(
-            _StepCoefficients.of(layer.mega.cema.coefficients()),
-            layer.mega.projection_params(),
-            layer.nffn.norm_params(),
-        )
+    def of(cls, layer: MegalodonLayer, grouped: bool) -> _LayerParams:
+        """`grouped`: with the layer's `m_group` (wz, wr and wh1 read in one launch)."""
+        projection = layer.mega.projection_params()
+        if grouped:
+            projection.m_group = layer.mega.m_group()
+        return cls(_StepCoefficients.of(layer.mega.cema.coefficients()), projection, layer.nffn.norm_params())
 
-    def copy_(self, src: _LayerParams) -> None:
+    def copy_(self, layer: MegalodonLayer) -> None:
+        """Recompute from `layer`'s parameters as they are now, in place."""
+        src = _LayerParams.of(layer, grouped=False)
         for name in ("coeffs", "projection", "ffn"):
             _copy_fields(getattr(self, name), getattr(src, name))
+        if self.projection.m_group is not None:
+            layer.mega.m_group(out=self.projection.m_group)
 
 
 def _copy_fields(dst: object, src: object) -> None:
-    """Copy dataclass `src`'s tensors into `dst`'s, in place (None stays None)."""
+    """Copy dataclass `src`'s tensors into `dst`'s, in place (None stays None; other fields are left)."""
     for field in dataclasses.fields(dst):
         tensor = getattr(dst, field.name)
-        if tensor is not None:
+        if isinstance(tensor, torch.Tensor):
             tensor.copy_(getattr(src, field.name))
 
 
@@ -113,9 +122,9 @@ def _layer_step(
     mega, params = layer.mega, buf.params
     t = _timestep_norm(mega.timenorm, x, buf.norm)
     c, cema_h = _cema_step(t[:, 0], params.coeffs, buf.cema_h)
-    m, q, k, v, r = mega.project(t, c[:, None], rotations, params.projection)
+    m, q, k, v, r, h = mega.project(x, t, c[:, None], rotations, params.projection)
     _write_slot(buf.k, buf.v, k, v, in_chunk)
-    y = mega.gate(x, m, _decode_attention(q, buf.k, buf.v, in_chunk), r)
+    y = mega.gate(x, m, _decode_attention(q, buf.k, buf.v, in_chunk), r, h)
     buf.cema_h.copy_(cema_h)
     return layer.nffn(y, residual=x, params=params.ffn)
 
@@ -138,10 +147,15 @@ class StaticDecoder:
     busy = False  # lent out by `decoder_for` until its user sets it back (a second user gets its own)
 
     @torch.inference_mode()
-    def __init__(self, model: Megalodon, state: State, graph: bool = True, compiled: bool = False) -> None:
+    def __init__(
+        self, model: Megalodon, state: State, graph: bool = True, compiled: bool = False, grouped: bool | None = None
+    ) -> None:
         """`graph=False` runs the steps eagerly on CUDA too (to compare against the replay);
-        `compiled=True` runs each layer through torch.compile (its first steps compile, ~a minute)."""
+        `compiled=True` runs each layer through torch.compile (its first steps compile, ~a minute);
+        `grouped` reads wz, wr and wh1 in one launch (default: on CUDA, where that saves launches;
+        elsewhere the group's reference runs the three calls anyway)."""
         cfg, device = model.config, model.device
+        self.grouped = device.type == "cuda" if grouped is None else grouped
         self._layer_step = _compiled_layer_step() if compiled else _layer_step
         self.model, self.chunk = model, cfg.chunk_size
         batch = state.batch_size
@@ -156,7 +170,7 @@ class StaticDecoder:
                     cema_h=ls.cema_h.clone(),
                     k=torch.zeros(batch, ls.k.shape[2], self.chunk, ls.k.shape[3], dtype=ls.k.dtype, device=device),
                     v=torch.zeros(batch, ls.v.shape[2], self.chunk, ls.v.shape[3], dtype=ls.v.dtype, device=device),
-                    params=_LayerParams.of(layer),
+                    params=_LayerParams.of(layer, self.grouped),
                 )
             )
         self._begin(state)
@@ -174,7 +188,7 @@ class StaticDecoder:
         if state.batch_size != self._ids.shape[0]:
             raise ValueError(f"decoder of batch {self._ids.shape[0]} cannot take a state of batch {state.batch_size}")
         for layer, buf in zip(self.model.layers, self._layers, strict=True):
-            buf.params.copy_(_LayerParams.of(layer))
+            buf.params.copy_(layer)
         self._begin(state)
 
     def _begin(self, state: State) -> None:

@@ -21,7 +21,7 @@ from megadoc.engine.config import MegalodonConfig
 from megadoc.engine.state import LayerState, State
 from megadoc.kernels.attention import chunk_attention, normalized_qk, rotation
 from megadoc.kernels.cema import CemaCoefficients, cema, cema_coefficients, cema_step
-from megadoc.kernels.linear import fused_linear
+from megadoc.kernels.linear import LinearGroup, fused_linear, fused_linear_grouped
 from megadoc.kernels.norm import layer_norm, rms_norm
 from megadoc.kernels.timestep_norm import NormStats, timestep_norm, timestep_norm_step
 
@@ -111,6 +111,7 @@ class ProjectionParams:
     norm_scale: torch.Tensor | None  # [D]: the RMSNorm's weight + 1
     qk_scale: torch.Tensor  # [2, 1, 1, h, zh]: (gamma + 1) / sqrt(zh), for q then k
     qk_shift: torch.Tensor  # [2, 1, 1, h, zh]: beta
+    m_group: LinearGroup | None = None  # wz, wr, wh1 concatenated (`m_group`): a decoder's one read of m
 
 
 @dataclass
@@ -151,9 +152,9 @@ class MovingAverageGatedAttention(nn.Module):
         """`rotations` [T, zh/2]: the rotary factors of the tokens' in-chunk positions (`rotation`)."""
         t, norm_stats = self.timenorm(x, state.norm)
         c, cema_h = self.cema(t, state.cema_h)
-        m, q, k, v, r = self.project(t, c, rotations)
+        m, q, k, v, r, h = self.project(x, t, c, rotations)
         attn, cache_k, cache_v = _chunked_attention(q, k, v, state.k, state.v, position, self.config.chunk_size)
-        return self.gate(x, m, attn, r), LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
+        return self.gate(x, m, attn, r, h), LayerState(norm=norm_stats, cema_h=cema_h, k=cache_k, v=cache_v)
 
     def projection_params(self) -> ProjectionParams:
         cfg = self.config
@@ -164,36 +165,63 @@ class MovingAverageGatedAttention(nn.Module):
             qk_shift=self.beta.float().view(shape),
         )
 
+    def m_group(self, out: LinearGroup | None = None) -> LinearGroup:
+        """wz, wr and wh1, the three reads of m, as one LinearGroup (copies of their weights, biases
+        and int8 scales): `project` with it in `params.m_group` reads m once for the three. `out`, an
+        earlier group of this module, is refilled in place instead (a captured graph reads it)."""
+        linears = (self.wz, self.wr, self.wh1)
+        weights = [linear.weight for linear in linears]
+        biases = [linear.bias for linear in linears]
+        scales = [_weight_scale(linear) for linear in linears]
+        if out is not None:
+            return out.load_(weights, biases, scales)
+        return LinearGroup.of(weights, biases, silu=(False, True, False), weight_scales=scales)
+
     def project(
-        self, t: torch.Tensor, c: torch.Tensor, rotations: torch.Tensor, params: ProjectionParams | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        c: torch.Tensor,
+        rotations: torch.Tensor,
+        params: ProjectionParams | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """(m, q, k, v, r) from the norm's output t and the CEMA's output c [B, T, D]; q and k are
-        rotated by `rotations` [T, zh/2] (from a device tensor of positions, so a captured decoding
-        step can move them). `params` defaults to `projection_params()`: a decoder passes its own.
-        Shared by `forward` and the static decoder (engine/decode.py)."""
+        """(m, q, k, v, r, h) from the layer's input x, the norm's output t and the CEMA's output c
+        [B, T, D]; q and k are rotated by `rotations` [T, zh/2] (from a device tensor of positions, so
+        a captured decoding step can move them). `params` defaults to `projection_params()`: a
+        decoder passes its own. With its `m_group`, wh1 reads m in the same launch as wz and wr, and
+        h = m @ wh1.T + bias + x (`gate`'s residual path) comes back; otherwise h is None and `gate`
+        computes it. Shared by `forward` and the static decoder (engine/decode.py)."""
         cfg = self.config
         params = self.projection_params() if params is None else params
         m = rms_norm(c, params.norm_scale, cfg.norm_eps)
         if _drops(self):
             m = F.dropout(m, cfg.hidden_dropout)
-        z = fused_linear(m, self.wz.weight, self.wz.bias, weight_scale=_weight_scale(self.wz))
+        if params.m_group is None or _drops(self):
+            z = fused_linear(m, self.wz.weight, self.wz.bias, weight_scale=_weight_scale(self.wz))
+            r = fused_linear(m, self.wr.weight, self.wr.bias, silu=True, weight_scale=_weight_scale(self.wr))
+            h = None
+        else:
+            z, r, h = fused_linear_grouped(m, params.m_group, (None, None, x))
         z = z.unflatten(-1, (cfg.num_heads, cfg.head_z_dim))
         q, k = normalized_qk(z, params.qk_shift, params.qk_scale, rotations, cfg.norm_eps).to(t.dtype)
         v = fused_linear(t, self.wv.weight, self.wv.bias, silu=True, weight_scale=_weight_scale(self.wv))
         v = v.unflatten(-1, (cfg.num_heads, cfg.head_value_dim))
-        r = fused_linear(m, self.wr.weight, self.wr.bias, silu=True, weight_scale=_weight_scale(self.wr))
-        return m, q, k, v, r
+        return m, q, k, v, r, h
 
-    def gate(self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """The gated output projection of the attention [B, T, h, dv], plus the residual x. Training
-        with dropouts: hidden dropout on the gated attention, dropout on the output before the
-        residual (so the fused residual adds are split)."""
+    def gate(
+        self, x: torch.Tensor, m: torch.Tensor, attn: torch.Tensor, r: torch.Tensor, h: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The gated output projection of the attention [B, T, h, dv], plus the residual path: h =
+        m @ wh1.T + bias + x, computed here unless `project` passes it. Training with dropouts:
+        hidden dropout on the gated attention, dropout on the output before the residual (so the
+        fused residual adds are split)."""
         if _drops(self):
             gated = F.dropout(attn.flatten(-2) * r, self.config.hidden_dropout)
             h = fused_linear(m, self.wh1.weight, self.wh1.bias, weight_scale=_weight_scale(self.wh1))
             h = h + fused_linear(gated, self.wh2.weight, weight_scale=_weight_scale(self.wh2))
             return x + F.dropout(h, self.config.dropout)
-        h = fused_linear(m, self.wh1.weight, self.wh1.bias, residual=x, weight_scale=_weight_scale(self.wh1))
+        if h is None:
+            h = fused_linear(m, self.wh1.weight, self.wh1.bias, residual=x, weight_scale=_weight_scale(self.wh1))
         return fused_linear(
             attn.flatten(-2), self.wh2.weight, scale=r, residual=h, weight_scale=_weight_scale(self.wh2)
         )
