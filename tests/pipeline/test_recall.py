@@ -1,6 +1,7 @@
 """Evidence recall on real ingested documents: passages, BM25 choice within a token budget,
 document order, labels, and citations."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -110,3 +111,10 @@ def test_recall_leaves_the_gpu_memory_to_the_model():
     )
     backend, fraction = free.split()
     assert backend == "cpu" and float(fraction) > 0.5
+
+
+def test_building_an_index_logs_nothing_below_a_warning(tmp_path, tokenizer, caplog):
+    caplog.set_level(logging.DEBUG)
+    document = load_document(write_pdf(tmp_path / "book.pdf", austen_paragraphs(2)))
+    PassageIndex.build(document, tokenizer.encode_with_offsets(document.text)[1], 48)
+    assert not [record for record in caplog.records if record.name.startswith("bm25s")]

@@ -10,6 +10,7 @@ answer, the recalled passages that best match question + answer are its citation
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -29,6 +30,10 @@ import bm25s  # noqa: E402
 import numpy as np  # noqa: E402
 
 from megadoc.pipeline.ingest import Document
+
+# bm25s sets its own logger to DEBUG: once anything gives the root logger a handler (rouge-score's
+# absl logging does), every index it builds would print a debug line.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 PASSAGE_TOKENS = 200
 MIN_PASSAGE_TOKENS = 32
