@@ -304,9 +304,13 @@ def test_who_with_a_hugging_face_model_counts_what_it_was_shown(app_env, tiny_ll
     [row] = json_rows(result.stdout)
     assert row["engine"] == "hf" and row["mode"] == "head" and row["count"] == 1
     [answer] = row["results"]
-    assert answer["correct"] == names_answer(answer["answer"], ("Harville",))
-    # The whole short book fits the window: Harville is in what it saw, and the floor names him.
+    # The whole short book fits the window: Harville is in what it saw, and the floor names him; asked
+    # for a person, the model chooses among the names it saw that the question does not use.
     assert answer["in_evidence"] and answer["floor_answer"] == "Harville" and row["floor_correct"] == 1
+    assert row["names"] is True and answer["answer"] == "Harville" and answer["correct"]
+    [written] = json_rows(run_cli(*args, "--max-tokens", "4", "--no-names", "--json").stdout)
+    assert written["names"] is False
+    assert written["results"][0]["correct"] == names_answer(written["results"][0]["answer"], ("Harville",))
     assert_one_line_error(run_cli(*args[:6], "--engine", "llama"), "--engine must be megadoc or hf")
 
 

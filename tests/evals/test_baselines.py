@@ -117,6 +117,23 @@ def test_hf_head_uses_the_chat_template_when_the_tokenizer_has_one(tiny_llama, t
     assert text.endswith("Question: Who sent the letter?</s>ASSISTANT:")  # the cue is the assistant's turn
 
 
+def test_hf_choose_takes_the_name_likeliest_after_the_prompt(tiny_llama):
+    import torch
+
+    predictor = HFPredictor(tiny_llama, max_new_tokens=8)
+    prompt = predictor.prompt(STORY, "Who sent the letter?", "qa", 8)
+    names = ["Harville", "Benwick", "Bartholomew", "Anne"]
+
+    def logprob(name: str) -> float:  # one pass over prompt and name, no cache
+        ids = predictor.tokenizer.encode(" " + name, add_special_tokens=False)
+        with torch.inference_mode():
+            logits = predictor.model(torch.tensor([prompt.ids + ids])).logits[0].float().log_softmax(-1)
+        return sum(float(logits[len(prompt.ids) - 1 + i, token]) for i, token in enumerate(ids))
+
+    assert predictor.choose(prompt, names) == max(names, key=logprob)
+    assert predictor.choose(prompt, names[::-1]) == predictor.choose(prompt, names)
+
+
 def test_most_frequent_name_floor_skips_the_names_the_question_uses():
     story = " ".join(["Then came Harville to the shore, and soon Benwick too."] * 9 + ["Only Harville stayed."])
     assert MostFrequentNameBaseline().predict(example(document=story, question="Who met Benwick?")) == "Harville"

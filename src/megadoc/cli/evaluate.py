@@ -185,7 +185,8 @@ def eval_who(
             if context != "head":
                 raise UsageError("eval who --engine hf reads --context head (the app's question prompt)")
             recall = bool(recall)
-            asker, name = HFAsker(_hf_predictor(model, device, context, recall, window, max_tokens), max_tokens), model
+            predictor = _hf_predictor(model, device, context, recall, window, max_tokens)
+            asker, name = HFAsker(predictor, max_tokens, names), model
         else:
             raise UsageError(f"--engine must be megadoc or hf, not {engine!r}")
         start = time.perf_counter()
@@ -206,7 +207,7 @@ def eval_who(
             "recall": recall,
             "mode": mode,
             "no_repeat_ngram": no_repeat_ngram if engine == "megadoc" else None,
-            "names": names if engine == "megadoc" else None,
+            "names": names,
             "count": len(results),
             "correct": correct,
             "floor_correct": floor,

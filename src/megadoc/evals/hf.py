@@ -12,7 +12,9 @@ de-quantizes to float tensors (the ``gguf`` package, in the ``hf`` extra).
 
 from __future__ import annotations
 
+import copy
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -113,6 +115,32 @@ class HFPredictor:
             text = self._head(document, budget)
         ids = self._encode(text)[:budget]
         return Prompt(head + ids + tail, text)
+
+    def choose(self, prompt: Prompt, names: Sequence[str]) -> str:
+        """The one of `names` likeliest as the answer after `prompt`: the sum of its tokens'
+        log-probabilities, as megadoc's name answers choose (megadoc.pipeline.session.Reader.name_answer)."""
+        import torch
+
+        device = self.model.device
+        with torch.inference_mode():
+            out = self.model(torch.tensor([prompt.ids], device=device), use_cache=True)
+            after_prompt = out.logits[0, -1].float().log_softmax(-1)
+            scores = []
+            for name in names:
+                ids = self._answer_ids(name)
+                total = float(after_prompt[ids[0]])
+                if len(ids) > 1:
+                    cache = copy.deepcopy(out.past_key_values)
+                    inside = self.model(torch.tensor([ids[:-1]], device=device), past_key_values=cache).logits
+                    logprobs = inside[0].float().log_softmax(-1)
+                    total += float(sum(logprobs[i, token] for i, token in enumerate(ids[1:])))
+                scores.append(total)
+        return max(zip(scores, names, strict=True))[1]
+
+    def _answer_ids(self, text: str) -> list[int]:
+        """`text` as the answer's first tokens: right after the chat template's assistant turn, or
+        after "Answer:" (a space first) without one."""
+        return self._encode(text if getattr(self.tokenizer, "chat_template", None) else " " + text)
 
     def generate(self, ids: list[int], max_new_tokens: int) -> str:
         import torch

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from megadoc import prompts
 from megadoc.engine import GenerationConfig
 from megadoc.pipeline.ingest import Document, load_document
-from megadoc.pipeline.names import character_names, name_counts
+from megadoc.pipeline.names import asks_for_a_name, character_names, name_counts
 from megadoc.pipeline.session import ProgressCallback, ReadDocument, Reader, final_prompt
 
 
@@ -100,17 +100,24 @@ class MegadocAsker:
 
 class HFAsker:
     """A Hugging Face model (megadoc.evals.hf.HFPredictor) asked the app's question prompt; what it
-    could see is the document's head or, with recall, its recalled passages."""
+    could see is the document's head or, with recall, its recalled passages. With `names`, a
+    question asking for a person is answered as megadoc's are: the model chooses among the names of
+    what it was shown."""
 
-    def __init__(self, predictor: Any, max_new_tokens: int) -> None:
-        self.predictor, self.max_new_tokens = predictor, max_new_tokens
+    def __init__(self, predictor: Any, max_new_tokens: int, names: bool = False) -> None:
+        self.predictor, self.max_new_tokens, self.names = predictor, max_new_tokens, names
 
-    def open(self, document: Document) -> str:
-        return document.text
+    def open(self, document: Document) -> tuple[str, set[str]]:
+        return document.text, character_names(document.text) if self.names else set()
 
-    def ask(self, text: str, question: str) -> tuple[str, str, list[str]]:
-        generated, shown = self.predictor.answer(text, question, "qa", self.max_new_tokens)
-        return generated.strip().split("\n", 1)[0].strip(), shown, []
+    def ask(self, opened: tuple[str, set[str]], question: str) -> tuple[str, str, list[str]]:
+        text, names = opened
+        prompt = self.predictor.prompt(text, question, "qa", self.max_new_tokens)
+        candidates = sorted(name_counts(prompt.context, names, question)) if asks_for_a_name(question) else []
+        if candidates:
+            return self.predictor.choose(prompt, candidates), prompt.context, []
+        generated = self.predictor.generate(prompt.ids, self.max_new_tokens)
+        return generated.strip().split("\n", 1)[0].strip(), prompt.context, []
 
 
 def run_who(
