@@ -6,6 +6,7 @@ Llama-2-7B-shaped transformers baseline, for the Triton kernels and the plain-Py
     python -m benchmarks.speed --parts kernels       # the kernels alone vs their floors (decoding's too)
     python -m benchmarks.speed --parts decode_kernels,decode --paths triton   # decoding only
     python -m benchmarks.speed --parts ceilings,decode_int8 --decode-batches 1   # int8 weights vs bf16
+    python -m benchmarks.speed --parts ceilings,decode_grouped   # wz, wr, wh1 in one launch vs three
 
 Weights are random (bf16); speed does not depend on their values. Ceilings are measured in the same
 run: an 8192^3 bf16 matmul (peak FLOP/s) and a 1 GiB device copy (bandwidth, bytes read + written).
@@ -30,7 +31,18 @@ import torch
 from megadoc.engine import MegalodonConfig
 from megadoc.kernels import select_backend
 
-PARTS = ("ceilings", "kernels", "decode_kernels", "prefill", "decode", "decode_int8", "refresh", "llama", "profile")
+PARTS = (
+    "ceilings",
+    "kernels",
+    "decode_kernels",
+    "prefill",
+    "decode",
+    "decode_int8",
+    "decode_grouped",
+    "refresh",
+    "llama",
+    "profile",
+)
 
 
 def log(message: str) -> None:
@@ -236,9 +248,94 @@ def bench_decode_int8(model, batches: list[int], steps: int, ceil: dict, results
     free_memory()
 
 
-def time_graph_decode(model, batch: int, steps: int, floor_ms: float, compiled: bool) -> dict[str, float]:
+def bench_decode_grouped(model, batches: list[int], steps: int, ceil: dict, results: dict) -> None:
+    """Decoding through StaticDecoder's graph with wz, wr and wh1 read in one launch (`grouped=True`,
+    the default on CUDA) beside three (`grouped=False`), with bf16 weights and a copy stored as int8:
+    per batch the step time, its share of the floor and the step's launches (kernels of one eager
+    step, the fused linear's among them); then the read of m alone per call (`bench_reads_of_m`)."""
+    from megadoc.engine import quantize_weights
+
+    quantized = quantize_weights(copy.deepcopy(model))
+    free_memory()
+    rows: dict[str, Any] = results.setdefault("decode_grouped", {})  # filled as measured: a failure keeps the rest
+    for name, weights in (("bf16", model), ("int8", quantized)):
+        weight_bytes = step_weight_bytes(weights)
+        floor_ms = weight_bytes / (ceil["copy_gbps"] * 1e9) * 1e3
+        for mode, grouped in (("ungrouped", False), ("grouped", True)):
+            for batch in batches:
+                log(f"decode, {name} weights, {mode}, batch {batch}")
+                kernels = profile_decode_step(weights, compiled=False, grouped=grouped, batch=batch)
+                row = time_graph_decode(weights, batch, 4 * steps, floor_ms, compiled=False, grouped=grouped)
+                row |= {
+                    "weight_gb": weight_bytes / 1e9,
+                    "floor_ms": floor_ms,
+                    "launches": kernels["kernels"],
+                    "linear_launches": kernels["linear_kernels"],
+                    "kernel_ms": kernels["kernel_ms"],
+                }
+                rows.setdefault(name, {}).setdefault(mode, {})[batch] = row
+                log(f"  {row}")
+    del quantized
+    free_memory()
+    rows["reads_of_m"] = bench_reads_of_m(model.config, ceil["copy_gbps"] * 1e9)
+
+
+def bench_reads_of_m(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, float]]:
+    """A layer's reads of m at the 7B's shapes (wz + bias, wr + bias + SiLU, wh1 + bias + residual):
+    three `fused_linear_triton` launches against one `fused_linear_grouped_triton`, per layer inside
+    a CUDA graph cycling over enough weight sets to miss L2; bf16 and int8 weights, batch 1 and 8."""
+    from megadoc.kernels.linear import LinearGroup
+    from megadoc.kernels.linear.triton import fused_linear_grouped_triton, fused_linear_triton
+
+    d = cfg.model_dim
+    shapes = {name: (n, fusion) for name, n, _, fusion, _ in linear_shapes(cfg)}
+    reads = [shapes["wz_bias"], shapes["wv_wr_bias_silu"], shapes["wh1_bias_residual"]]
+    features = sum(n for n, _ in reads)
+    rows: dict[str, dict[str, float]] = {}
+    for batch in (1, 8):
+        for name in ("bf16", "int8"):
+            weight_bytes = features * d * 2 if name == "bf16" else features * (d + 4)
+            arg_sets = []
+            for _ in range(max(2, -(-256 * 2**20 // weight_bytes))):
+                three = [_linear_args(n, d, fusion, batch) for n, fusion in reads]
+                three = [a | {"x": three[0]["x"]} for a in three]  # one m for the three
+                arg_sets.append([_quantized(a) for a in three] if name == "int8" else three)
+            groups = [
+                LinearGroup.of(
+                    [a["weight"] for a in three],
+                    [a["bias"] for a in three],
+                    silu=[a["silu"] for a in three],
+                    weight_scales=[a.get("weight_scale") for a in three],
+                )
+                for three in arg_sets
+            ]
+
+            def three_launches(three: list[dict[str, Any]]) -> Callable[[], Any]:
+                return lambda: [fused_linear_triton(**a) for a in three]
+
+            def one_launch(three: list[dict[str, Any]], group: LinearGroup) -> Callable[[], Any]:
+                return lambda: fused_linear_grouped_triton(three[0]["x"], group, (None, None, three[2]["residual"]))
+
+            three_us = 1e3 * graph_ms([three_launches(three) for three in arg_sets] * 2)
+            grouped_us = 1e3 * graph_ms([one_launch(t, g) for t, g in zip(arg_sets, groups, strict=True)] * 2)
+            rows[f"{name}_b{batch}"] = {
+                "floor_us": weight_bytes / bw * 1e6,
+                "three_launches_graph_us": three_us,
+                "grouped_graph_us": grouped_us,
+                "saved_per_step_us": cfg.num_layers * (three_us - grouped_us),
+            }
+            log(f"  reads of m, {name}, batch {batch}: {rows[f'{name}_b{batch}']}")
+            del arg_sets, groups
+            free_memory()
+    return rows
+
+
+def time_graph_decode(
+    model, batch: int, steps: int, floor_ms: float, compiled: bool, grouped: bool | None = None
+) -> dict[str, float]:
     """Greedy decoding through engine/decode.py's StaticDecoder (one graph replay + argmax a token);
-    `capture_s` includes the warm-up steps (and the compilation when `compiled`)."""
+    `capture_s` includes the warm-up steps (and the compilation when `compiled`); `grouped` as the
+    decoder takes it (None: its default, grouped on CUDA)."""
     from megadoc.engine import StaticDecoder
 
     set_path("triton")
@@ -249,7 +346,7 @@ def time_graph_decode(model, batch: int, steps: int, floor_ms: float, compiled: 
         token = torch.randint(0, cfg.vocab_size, (batch,), device="cuda")
         torch.cuda.synchronize()
         start = time.perf_counter()
-        decoder = StaticDecoder(model, state, compiled=compiled)
+        decoder = StaticDecoder(model, state, compiled=compiled, grouped=grouped)
         torch.cuda.synchronize()
         capture_s = time.perf_counter() - start
         for _ in range(3):
@@ -272,16 +369,17 @@ def time_graph_decode(model, batch: int, steps: int, floor_ms: float, compiled: 
     }
 
 
-def profile_decode_step(model, compiled: bool) -> dict[str, Any]:
-    """Kernels of one StaticDecoder step run without the graph (which replays the same ones), batch 1."""
+def profile_decode_step(model, compiled: bool, grouped: bool | None = None, batch: int = 1) -> dict[str, Any]:
+    """Kernels of one StaticDecoder step run without the graph (which replays the same ones): their
+    count (the graph's launches per step), time, and the fused linear kernel's launches among them."""
     from torch.profiler import ProfilerActivity, profile
 
     from megadoc.engine import StaticDecoder
 
     set_path("triton")
-    token = torch.randint(0, model.config.vocab_size, (1,), device="cuda")
+    token = torch.randint(0, model.config.vocab_size, (batch,), device="cuda")
     with torch.inference_mode():
-        decoder = StaticDecoder(model, model.new_state(1), graph=False, compiled=compiled)
+        decoder = StaticDecoder(model, model.new_state(batch), graph=False, compiled=compiled, grouped=grouped)
         decoder.step(token)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -290,7 +388,12 @@ def profile_decode_step(model, compiled: bool) -> dict[str, Any]:
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50)
     log(table)
-    return {"kernels": len(kernels), "kernel_ms": sum(e.time_range.elapsed_us() for e in kernels) / 1e3, "table": table}
+    return {
+        "kernels": len(kernels),
+        "linear_kernels": sum("fused_linear" in e.name for e in kernels),
+        "kernel_ms": sum(e.time_range.elapsed_us() for e in kernels) / 1e3,
+        "table": table,
+    }
 
 
 def profile_chunk(model, results: dict) -> None:
@@ -773,6 +876,8 @@ def render(results: dict) -> str:
                 f"{kernels['kernel_ms']:.2f} ms of kernel time.",
                 "",
             ]
+    if "decode_grouped" in results:
+        lines += render_decode_grouped(results["decode_grouped"])
     if "kernels" in results:
         lines += ["| kernel (7B, one 4096-token chunk) | figures (ms unless named) |", "|---|---|"]
         for name, row in results["kernels"].items():
@@ -782,11 +887,44 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def render_decode_grouped(rows: dict[str, Any]) -> list[str]:
+    """The grouped and ungrouped decoding steps beside each other, then the reads of m per layer."""
+    lines = [
+        "| decoding, CUDA graph (cache at a chunk start) | weights | reads of m | batch | launches per step | "
+        "fused linear launches | floor ms | ms/step | tokens/s | of floor | speed vs ungrouped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("bf16", "int8"):
+        for mode, label in (("ungrouped", "3 launches"), ("grouped", "1 launch")):
+            for batch, row in rows.get(name, {}).get(mode, {}).items():
+                base = rows[name].get("ungrouped", {}).get(batch)
+                ratio = f"{base['step_ms'] / row['step_ms']:.3f}x" if base else ""
+                lines.append(
+                    f"| megalodon 7B | {name} | {label} | {batch} | {row['launches']} | {row['linear_launches']} | "
+                    f"{row['floor_ms']:.2f} | {row['step_ms']:.2f} | {row['tokens_per_s']:.0f} | "
+                    f"{row['fraction_of_floor']:.1%} | {ratio} |"
+                )
+    lines.append("")
+    if "reads_of_m" in rows:
+        lines += [
+            "| reads of m per layer (7B: wz, wr, wh1), in a graph | floor us | 3 launches us | 1 launch us | "
+            "saved per step us |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in rows["reads_of_m"].items():
+            lines.append(
+                f"| {name} | {row['floor_us']:.1f} | {row['three_launches_graph_us']:.1f} | "
+                f"{row['grouped_graph_us']:.1f} | {row['saved_per_step_us']:.0f} |"
+            )
+        lines.append("")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--parts",
-        default="ceilings,kernels,prefill,decode,decode_int8,refresh,llama",
+        default="ceilings,kernels,prefill,decode,decode_int8,decode_grouped,refresh,llama",
         help=f"comma-separated, from {','.join(PARTS)}",
     )
     parser.add_argument("--lengths", default="32k,128k,1m", help="prefill lengths (Triton path)")
@@ -833,7 +971,7 @@ def main(argv: list[str] | None = None) -> None:
     if parts & {"kernels", "decode_kernels"}:
         step("decode_kernels", lambda: bench_decode_kernels(ceil, results))
         free_memory()
-    if parts & {"prefill", "decode", "decode_int8", "refresh", "profile"}:
+    if parts & {"prefill", "decode", "decode_int8", "decode_grouped", "refresh", "profile"}:
         model = build_megalodon(MegalodonConfig.preset("7b"))
         if "profile" in parts:
             step("profile", lambda: profile_chunk(model, results))
@@ -857,6 +995,13 @@ def main(argv: list[str] | None = None) -> None:
             step(
                 "decode_int8",
                 lambda: bench_decode_int8(
+                    model, [int(b) for b in args.decode_batches.split(",")], args.decode_steps, ceil, results
+                ),
+            )
+        if "decode_grouped" in parts:
+            step(
+                "decode_grouped",
+                lambda: bench_decode_grouped(
                     model, [int(b) for b in args.decode_batches.split(",")], args.decode_steps, ceil, results
                 ),
             )
