@@ -149,10 +149,6 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _contiguous_rows(weight: torch.Tensor) -> torch.Tensor:
-    return weight if weight.stride(-1) == 1 else weight.contiguous()
-
-
 def _launch(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -178,8 +174,8 @@ def _launch(
     int8 = weight.dtype == torch.int8
     if int8 and (weight_scale is None or (up is not None and (up.dtype != torch.int8 or up_scale is None))):
         raise ValueError("int8 weights need their per-row scales (and an int8 up projection)")
-    weight = _contiguous_rows(weight)
-    up = None if up is None else _contiguous_rows(up)
+    weight = weight if weight.stride(-1) == 1 else weight.contiguous()
+    up = None if up is None else (up if up.stride(-1) == 1 else up.contiguous())
     s2 = None if scale is None else _rows(scale.expand_as(x))
     r2 = None if residual is None else _rows(residual)
     y = torch.empty(rows, n, dtype=x.dtype, device=x.device)
