@@ -250,7 +250,7 @@ def bench_decode_int8(model, batches: list[int], steps: int, ceil: dict, results
 
 def bench_decode_grouped(model, batches: list[int], steps: int, ceil: dict, results: dict) -> None:
     """Decoding through StaticDecoder's graph with wz, wr and wh1 read in one launch (`grouped=True`,
-    the default on CUDA) beside three (`grouped=False`), with bf16 weights and a copy stored as int8:
+    opt-in until measured here) beside three (`grouped=False`), with bf16 weights and a copy stored as int8:
     per batch the step time, its share of the floor and the step's launches (kernels of one eager
     step, the fused linear's among them); then the read of m alone per call (`bench_reads_of_m`)."""
     from megadoc.engine import quantize_weights
@@ -331,11 +331,11 @@ def bench_reads_of_m(cfg: MegalodonConfig, bw: float) -> dict[str, dict[str, flo
 
 
 def time_graph_decode(
-    model, batch: int, steps: int, floor_ms: float, compiled: bool, grouped: bool | None = None
+    model, batch: int, steps: int, floor_ms: float, compiled: bool, grouped: bool = False
 ) -> dict[str, float]:
     """Greedy decoding through engine/decode.py's StaticDecoder (one graph replay + argmax a token);
     `capture_s` includes the warm-up steps (and the compilation when `compiled`); `grouped` as the
-    decoder takes it (None: its default, grouped on CUDA)."""
+    decoder takes it."""
     from megadoc.engine import StaticDecoder
 
     set_path("triton")
@@ -369,7 +369,7 @@ def time_graph_decode(
     }
 
 
-def profile_decode_step(model, compiled: bool, grouped: bool | None = None, batch: int = 1) -> dict[str, Any]:
+def profile_decode_step(model, compiled: bool, grouped: bool = False, batch: int = 1) -> dict[str, Any]:
     """Kernels of one StaticDecoder step run without the graph (which replays the same ones): their
     count (the graph's launches per step), time, and the fused linear kernel's launches among them."""
     from torch.profiler import ProfilerActivity, profile

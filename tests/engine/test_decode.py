@@ -271,8 +271,8 @@ def test_grouped_graph_equals_ungrouped_bf16(int8):
     with torch.inference_mode():
         state = model.new_state(2)
         model(torch.randint(0, TINY.vocab_size, (2, 30), device="cuda"), state)
-        grouped = StaticDecoder(model, state.clone())
-        ungrouped = StaticDecoder(model, state.clone(), grouped=False)
+        grouped = StaticDecoder(model, state.clone(), grouped=True)
+        ungrouped = StaticDecoder(model, state.clone())
         assert grouped.grouped and not ungrouped.grouped
         token = torch.randint(0, TINY.vocab_size, (2,), device="cuda")
         for t in range(100):  # crosses a chunk boundary

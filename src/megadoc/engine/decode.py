@@ -16,7 +16,8 @@ token: the CEMA coefficients with their decay q, the norms' float32 scales, the 
 shifts (`_LayerParams`; refreshed in place by `reset`). The rotary factors of the token's position
 are computed once per step, for all layers.
 
-On CUDA (`grouped`) the three reads of m, wz, wr and wh1, go through one launch of the fused linear
+With `grouped` (opt-in until a GPU run measures it: benchmarks/KERNELS-NOTES.md has only its
+prediction) the three reads of m, wz, wr and wh1, go through one launch of the fused linear
 kernel (`MovingAverageGatedAttention.m_group`: their weights concatenated once per decoder, a copy
 of ~24% of a 7B's weights): each launch costs ~3.6 us whatever its size (benchmarks/KERNELS-NOTES.md),
 and wh1's output only depends on m and the layer's input, so it is computed before the attention.
@@ -148,14 +149,14 @@ class StaticDecoder:
 
     @torch.inference_mode()
     def __init__(
-        self, model: Megalodon, state: State, graph: bool = True, compiled: bool = False, grouped: bool | None = None
+        self, model: Megalodon, state: State, graph: bool = True, compiled: bool = False, grouped: bool = False
     ) -> None:
         """`graph=False` runs the steps eagerly on CUDA too (to compare against the replay);
         `compiled=True` runs each layer through torch.compile (its first steps compile, ~a minute);
-        `grouped` reads wz, wr and wh1 in one launch (default: on CUDA, where that saves launches;
-        elsewhere the group's reference runs the three calls anyway)."""
+        `grouped` reads wz, wr and wh1 in one launch (on CUDA, where that saves launches; elsewhere
+        the group's reference runs the three calls anyway)."""
         cfg, device = model.config, model.device
-        self.grouped = device.type == "cuda" if grouped is None else grouped
+        self.grouped = grouped
         self._layer_step = _compiled_layer_step() if compiled else _layer_step
         self.model, self.chunk = model, cfg.chunk_size
         batch = state.batch_size
