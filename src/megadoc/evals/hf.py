@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,8 @@ class HFPredictor:
         import torch
 
         device = self.model.device
+        # transformers 5 renamed the key-value cache argument and output field `cache` (was `past_key_values`).
+        key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         with torch.inference_mode():
             out = self.model(torch.tensor([prompt.ids], device=device), use_cache=True)
             after_prompt = out.logits[0, -1].float().log_softmax(-1)
@@ -130,8 +133,8 @@ class HFPredictor:
                 ids = self._answer_ids(name)
                 total = float(after_prompt[ids[0]])
                 if len(ids) > 1:
-                    cache = copy.deepcopy(out.past_key_values)
-                    inside = self.model(torch.tensor([ids[:-1]], device=device), past_key_values=cache).logits
+                    cache = copy.deepcopy(getattr(out, key))
+                    inside = self.model(torch.tensor([ids[:-1]], device=device), **{key: cache}).logits
                     logprobs = inside[0].float().log_softmax(-1)
                     total += float(sum(logprobs[i, token] for i, token in enumerate(ids[1:])))
                 scores.append(total)
