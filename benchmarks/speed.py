@@ -23,7 +23,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -226,26 +226,35 @@ def bench_decode(model, paths: list[str], batches: list[int], steps: int, ceil: 
         results.setdefault("decode_step_kernels", {})[name] = profile_decode_step(model, compiled)
 
 
-def bench_decode_int8(model, batches: list[int], steps: int, ceil: dict, results: dict) -> None:
-    """Decoding through StaticDecoder's graph with bf16 weights and with a copy stored as int8
-    (engine/quantize.py: per-row scales, the fused linear kernel dequantizing), per batch: each one's
-    floor (the weight bytes a step reads over the copy bandwidth), and the int8 step's kernels."""
+def bf16_and_int8(model, ceil: dict) -> Iterator[tuple[str, Any, float, float]]:
+    """(name, model, weight bytes a step reads, their floor in ms over the copy bandwidth) for the
+    bf16 model and a copy of it stored as int8 (engine/quantize.py), the copy freed at the end."""
     from megadoc.engine import quantize_weights
 
     quantized = quantize_weights(copy.deepcopy(model))
     free_memory()
+    try:
+        for name, weights in (("bf16", model), ("int8", quantized)):
+            weight_bytes = step_weight_bytes(weights)
+            yield name, weights, weight_bytes, weight_bytes / (ceil["copy_gbps"] * 1e9) * 1e3
+    finally:
+        del quantized
+        free_memory()
+
+
+def bench_decode_int8(model, batches: list[int], steps: int, ceil: dict, results: dict) -> None:
+    """Decoding through StaticDecoder's graph with bf16 weights and with a copy stored as int8
+    (engine/quantize.py: per-row scales, the fused linear kernel dequantizing), per batch: each one's
+    floor (the weight bytes a step reads over the copy bandwidth), and the int8 step's kernels."""
     rows: dict[str, Any] = results.setdefault("decode_int8", {})  # filled as measured: a failure keeps the rest
-    for name, weights in (("bf16", model), ("int8", quantized)):
-        weight_bytes = step_weight_bytes(weights)
-        floor_ms = weight_bytes / (ceil["copy_gbps"] * 1e9) * 1e3
+    for name, weights, weight_bytes, floor_ms in bf16_and_int8(model, ceil):
         for batch in batches:
             log(f"decode, {name} weights, batch {batch}")
             row = time_graph_decode(weights, batch, 4 * steps, floor_ms, compiled=False)
             rows.setdefault(name, {})[batch] = row | {"weight_gb": weight_bytes / 1e9, "floor_ms": floor_ms}
             log(f"  {row}")
-    rows["int8_step_kernels"] = profile_decode_step(quantized, compiled=False)
-    del quantized
-    free_memory()
+        if name == "int8":
+            rows["int8_step_kernels"] = profile_decode_step(weights, compiled=False)
 
 
 def bench_decode_grouped(model, batches: list[int], steps: int, ceil: dict, results: dict) -> None:
@@ -253,14 +262,8 @@ def bench_decode_grouped(model, batches: list[int], steps: int, ceil: dict, resu
     opt-in until measured here) beside three (`grouped=False`), with bf16 weights and a copy stored as int8:
     per batch the step time, its share of the floor and the step's launches (kernels of one eager
     step, the fused linear's among them); then the read of m alone per call (`bench_reads_of_m`)."""
-    from megadoc.engine import quantize_weights
-
-    quantized = quantize_weights(copy.deepcopy(model))
-    free_memory()
     rows: dict[str, Any] = results.setdefault("decode_grouped", {})  # filled as measured: a failure keeps the rest
-    for name, weights in (("bf16", model), ("int8", quantized)):
-        weight_bytes = step_weight_bytes(weights)
-        floor_ms = weight_bytes / (ceil["copy_gbps"] * 1e9) * 1e3
+    for name, weights, weight_bytes, floor_ms in bf16_and_int8(model, ceil):
         for mode, grouped in (("ungrouped", False), ("grouped", True)):
             for batch in batches:
                 log(f"decode, {name} weights, {mode}, batch {batch}")
@@ -275,8 +278,6 @@ def bench_decode_grouped(model, batches: list[int], steps: int, ceil: dict, resu
                 }
                 rows.setdefault(name, {}).setdefault(mode, {})[batch] = row
                 log(f"  {row}")
-    del quantized
-    free_memory()
     rows["reads_of_m"] = bench_reads_of_m(model.config, ceil["copy_gbps"] * 1e9)
 
 

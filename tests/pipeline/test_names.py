@@ -2,7 +2,7 @@
 
 import pytest
 
-from megadoc.pipeline.names import asks_for_a_name, character_names, name_counts
+from megadoc.pipeline.names import answer_names, asks_for_a_name, character_names, name_counts
 from tests.helpers import AUSTEN
 
 
@@ -47,3 +47,9 @@ def test_name_counts_are_whole_words_the_question_does_not_use():
 def test_the_characters_of_a_real_excerpt():
     names = character_names(AUSTEN)
     assert {"Elliot", "Walter"} <= names and not names & {"The", "Sir", "Lady"}
+
+
+def test_a_name_answer_chooses_among_the_shown_names_only_for_a_person():
+    shown, names = "Kroll met Rosmer. Rebecca waited.", {"Rosmer", "Kroll", "Rebecca", "Brendel"}
+    assert answer_names("Who met Rosmer?", shown, names) == ["Kroll", "Rebecca"]
+    assert answer_names("What did Kroll do?", shown, names) == []

@@ -119,7 +119,7 @@ class HFPredictor:
 
     def choose(self, prompt: Prompt, names: Sequence[str]) -> str:
         """The one of `names` likeliest as the answer after `prompt`: the sum of its tokens'
-        log-probabilities, as megadoc's name answers choose (megadoc.pipeline.session.Reader.name_answer)."""
+        log-probabilities, as megadoc's name answers choose (megadoc.pipeline.session.Reader.ask)."""
         import torch
 
         device = self.model.device

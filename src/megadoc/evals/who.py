@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from megadoc import prompts
 from megadoc.engine import GenerationConfig
 from megadoc.pipeline.ingest import Document, load_document
-from megadoc.pipeline.names import asks_for_a_name, character_names, name_counts
+from megadoc.pipeline.names import answer_names, character_names, name_counts
 from megadoc.pipeline.session import ProgressCallback, ReadDocument, Reader, final_prompt
 
 
@@ -113,7 +113,7 @@ class HFAsker:
     def ask(self, opened: tuple[str, set[str]], question: str) -> tuple[str, str, list[str]]:
         text, names = opened
         prompt = self.predictor.prompt(text, question, "qa", self.max_new_tokens)
-        candidates = sorted(name_counts(prompt.context, names, question)) if asks_for_a_name(question) else []
+        candidates = answer_names(question, prompt.context, names)
         if candidates:
             return self.predictor.choose(prompt, candidates), prompt.context, []
         generated = self.predictor.generate(prompt.ids, self.max_new_tokens)

@@ -36,3 +36,9 @@ def name_counts(text: str, names: set[str], leaving_out: str = "") -> dict[str, 
     `leaving_out` (the question) does not use."""
     counts = {name: len(re.findall(rf"\b{re.escape(name)}\b", text)) for name in names}
     return {name: n for name, n in counts.items() if n and not re.search(rf"\b{re.escape(name)}\b", leaving_out)}
+
+
+def answer_names(question: str, shown: str, names: set[str]) -> list[str]:
+    """The names a name answer to `question` chooses from: those of `names` in `shown` (what the
+    model was shown) that the question does not use, when it asks for a person; else none."""
+    return sorted(name_counts(shown, names, question)) if asks_for_a_name(question) else []

@@ -18,7 +18,7 @@ from megadoc import prompts
 from megadoc.engine import GenerationConfig, State, continuation_logprobs, stream_text
 from megadoc.pipeline.cache import StateCache, cache_key
 from megadoc.pipeline.ingest import Document
-from megadoc.pipeline.names import asks_for_a_name, character_names, name_counts
+from megadoc.pipeline.names import answer_names, character_names
 from megadoc.pipeline.recall import Citation, Evidence, PassageIndex, passage_size
 from megadoc.pipeline.registry import LoadedModel
 from megadoc.pipeline.support import Support, check_support
@@ -308,8 +308,20 @@ class Reader:
         With `recall_query`, recalled evidence replaces the document's tail in the final chunk
         and the response gets citations; when nothing matches the query, the tail is used."""
         prompt_ids, evidence = self._prompt(read, template, config, recall_query, **slots)
-        pieces = stream_text(self.model, self.tokenizer, prompt_ids, read.state.clone(), config)
         asked = slots.get("question") or slots.get("query") or ""
+        return self._written(read, prompt_ids, evidence, recall_query, asked, config)
+
+    def _written(
+        self,
+        read: ReadDocument,
+        prompt_ids: list[int],
+        evidence: Evidence | None,
+        recall_query: str | None,
+        asked: str,
+        config: GenerationConfig,
+    ) -> Response:
+        """The model's own text after `prompt_ids`, grounded in `evidence`."""
+        pieces = stream_text(self.model, self.tokenizer, prompt_ids, read.state.clone(), config)
         return Response(pieces, lambda text: _grounding(read.passages, evidence, recall_query, asked, text))
 
     def _prompt(
@@ -335,22 +347,16 @@ class Reader:
     def ask(
         self, read: ReadDocument, question: str, config: GenerationConfig, recall: bool = True, names: bool = True
     ) -> Response:
-        """The answer to `question`; with recall and `names`, a question asking for a person is
-        answered by `name_answer` where the recalled passages name someone."""
-        if recall and names and asks_for_a_name(question):
-            answer = self.name_answer(read, question, config)
-            if answer is not None:
-                return answer
-        return self.respond(read, "qa", config, recall_query=question if recall else None, question=question)
-
-    def name_answer(self, read: ReadDocument, question: str, config: GenerationConfig) -> Response | None:
-        """The name, among those of the recalled passages that `question` does not use, that the
-        model finds likeliest right after the question's prompt; None when the passages name no one.
-        A who-question's answer is a name: the model chooses it rather than writes it."""
-        prompt_ids, evidence = self._prompt(read, "qa", config, question, question=question)
-        candidates = sorted(name_counts(evidence.text, read.names, question)) if evidence is not None else []
+        """The answer to `question`. With recall and `names`, a question asking for a person is
+        answered with the name, among those of the recalled passages that the question does not use
+        (`answer_names`), that the model finds likeliest right after the prompt: a who-question's
+        answer is a name, and the model chooses it rather than writes it. It writes the answer when
+        the passages name no one."""
+        recall_query = question if recall else None
+        prompt_ids, evidence = self._prompt(read, "qa", config, recall_query, question=question)
+        candidates = answer_names(question, evidence.text, read.names) if names and evidence is not None else []
         if not candidates:
-            return None
+            return self._written(read, prompt_ids, evidence, recall_query, question, config)
         continuations = [self.tokenizer.encode(" " + name) for name in candidates]
         scores = continuation_logprobs(self.model, prompt_ids, read.state, continuations)
         best = max(zip(scores, candidates, strict=True))[1]

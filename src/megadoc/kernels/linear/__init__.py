@@ -63,23 +63,12 @@ def fused_linear(
     """silu?(scale * x @ weight.T + bias) * (scale * x @ up.T) + residual for x [..., K], weights
     [N, K]; `scale` is shaped like x, `residual` like the output [..., N]. Int8 weights are
     weight * weight_scale[:, None] and up * up_scale[:, None] (scales float32 [N])."""
+    parts = dict(silu=silu, up=up, scale=scale, residual=residual, weight_scale=weight_scale, up_scale=up_scale)
     if _kernel_takes(x, weight):
         from megadoc.kernels.linear.triton import fused_linear_triton
 
-        return fused_linear_triton(
-            x,
-            weight,
-            bias,
-            silu=silu,
-            up=up,
-            scale=scale,
-            residual=residual,
-            weight_scale=weight_scale,
-            up_scale=up_scale,
-        )
-    return reference.fused_linear(
-        x, weight, bias, silu=silu, up=up, scale=scale, residual=residual, weight_scale=weight_scale, up_scale=up_scale
-    )
+        return fused_linear_triton(x, weight, bias, **parts)
+    return reference.fused_linear(x, weight, bias, **parts)
 
 
 def fused_linear_grouped(
