@@ -58,6 +58,29 @@ def test_answer_cites_the_page_and_a_second_question_comes_from_the_cache(app_en
     assert "tokens" not in text.stdout and "from the cache" in text.stderr
 
 
+ANSWER_AND_SAY_IF_THE_COMPILER_LOADED = """
+import sys
+from megadoc.cli import main
+try:
+    main()
+finally:
+    print("compiler loaded:", "torch._dynamo" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_a_question_from_the_cache_in_a_new_process_loads_no_compiler(app_env, tiny_model_dir, book):
+    """Importing torch's compiler (dynamo) takes ~1 s, a third of a cached answer's time on 2 cores: a
+    new process that answers from the cache must not import it (nor build the model through it)."""
+    assert ask(book, "Who was the keeper?", model=tiny_model_dir).exit_code == 0
+    args = ["ask", str(book), "Who was the keeper?", "--json", "--model", str(tiny_model_dir), "--device", "cpu"]
+    command = [sys.executable, "-c", ANSWER_AND_SAY_IF_THE_COMPILER_LOADED, *args, "--max-tokens", "6"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    [row] = json_rows(result.stdout)
+    assert row["cache"] == "cached"
+    assert "compiler loaded: False" in result.stderr
+
+
 def test_several_questions_read_the_document_once(app_env, tiny_model_dir, book, tmp_path):
     listed = tmp_path / "questions.txt"
     listed.write_text("Where is Kellynch Hall?\n\nWho is Anne?\n")

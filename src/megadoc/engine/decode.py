@@ -100,41 +100,54 @@ class _LayerBuffers:
     params: _LayerParams
 
 
-# Left out of torch.compile: the Triton CEMA step's wrapper views complex tensors as real ones, which
-# inductor does not compile; inductor's fused kernel of the float64 norm step fails in Triton 3.6;
-# the Triton kernels of the norm step, the attention and the cache write run as they are.
-_cema_step = torch.compiler.disable(cema_step)
-_decode_attention = torch.compiler.disable(decode_attention)
-_write_slot = torch.compiler.disable(write_slot)
-
-
-@torch.compiler.disable
 def _timestep_norm(norm: TimestepNorm, x: torch.Tensor, stats: NormStats) -> torch.Tensor:
     """`norm` on one token x [B, 1, D]; advances `stats` in place (on CUDA inside the kernel: no copies)."""
     y, _ = timestep_norm_step(x[:, 0], stats, norm.weight, norm.bias, norm.eps, out=stats)
     return y[:, None]
 
 
-def _layer_step(
-    layer: MegalodonLayer, buf: _LayerBuffers, x: torch.Tensor, in_chunk: torch.Tensor, rotations: torch.Tensor
-) -> torch.Tensor:
-    """One layer on one token x [B, 1, D] at the in-chunk slot `in_chunk`, whose rotary factors are
-    `rotations` [1, zh/2]: advances the layer's buffers, returns its output."""
-    mega, params = layer.mega, buf.params
-    t = _timestep_norm(mega.timenorm, x, buf.norm)
-    c, cema_h = _cema_step(t[:, 0], params.coeffs, buf.cema_h)
-    m, q, k, v, r, h = mega.project(x, t, c[:, None], rotations, params.projection)
-    _write_slot(buf.k, buf.v, k, v, in_chunk)
-    y = mega.gate(x, m, _decode_attention(q, buf.k, buf.v, in_chunk), r, h)
-    buf.cema_h.copy_(cema_h)
-    return layer.nffn(y, residual=x, params=params.ffn)
+def _layer_step_of(
+    normalize: Callable[..., torch.Tensor],
+    cema: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    write: Callable[..., None],
+    attend: Callable[..., torch.Tensor],
+) -> Callable[..., torch.Tensor]:
+    """One layer's decoding step, calling the given timestep norm, CEMA step, cache write and attention."""
+
+    def layer_step(
+        layer: MegalodonLayer, buf: _LayerBuffers, x: torch.Tensor, in_chunk: torch.Tensor, rotations: torch.Tensor
+    ) -> torch.Tensor:
+        """One layer on one token x [B, 1, D] at the in-chunk slot `in_chunk`, whose rotary factors are
+        `rotations` [1, zh/2]: advances the layer's buffers, returns its output."""
+        mega, params = layer.mega, buf.params
+        t = normalize(mega.timenorm, x, buf.norm)
+        c, cema_h = cema(t[:, 0], params.coeffs, buf.cema_h)
+        m, q, k, v, r, h = mega.project(x, t, c[:, None], rotations, params.projection)
+        write(buf.k, buf.v, k, v, in_chunk)
+        y = mega.gate(x, m, attend(q, buf.k, buf.v, in_chunk), r, h)
+        buf.cema_h.copy_(cema_h)
+        return layer.nffn(y, residual=x, params=params.ffn)
+
+    return layer_step
+
+
+_layer_step = _layer_step_of(_timestep_norm, cema_step, write_slot, decode_attention)
 
 
 @functools.cache
 def _compiled_layer_step() -> Callable[..., torch.Tensor]:
-    """`_layer_step` through torch.compile: fuses the ~100 small kernels of a layer into a few dozen.
-    One compilation serves every layer (the modules' parameters are inputs, not constants)."""
-    return torch.compile(_layer_step, dynamic=False)
+    """The layer step through torch.compile: fuses the ~100 small kernels of a layer into a few dozen.
+    One compilation serves every layer (the modules' parameters are inputs, not constants).
+
+    The four ops stay out of the compiled graph: the Triton CEMA step's wrapper views complex tensors
+    as real ones, which inductor does not compile; inductor's fused kernel of the float64 norm step
+    fails in Triton 3.6; the Triton kernels of the norm step, the attention and the cache write run as
+    they are. Built on first use, since `torch.compiler.disable` imports dynamo (~1 s of every start)."""
+    keep_out = torch.compiler.disable
+    step = _layer_step_of(
+        keep_out(_timestep_norm), keep_out(cema_step), keep_out(write_slot), keep_out(decode_attention)
+    )
+    return torch.compile(step, dynamic=False)
 
 
 class StaticDecoder:

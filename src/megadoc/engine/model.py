@@ -330,7 +330,10 @@ class RotaryFrequencies(nn.Module):
 
     def __init__(self, head_dim: int, base: float) -> None:
         super().__init__()
-        self.register_buffer("freqs", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        # Computed on the CPU, then moved to the default device: on the meta device (a checkpoint being built)
+        # this arithmetic would import dynamo, ~1 s of every start of the app.
+        exponents = torch.arange(0, head_dim, 2, device="cpu").float() / head_dim
+        self.register_buffer("freqs", (1.0 / base**exponents).to(torch.get_default_device()))
 
 
 class OutputHead(nn.Module):
@@ -348,7 +351,11 @@ class Megalodon(nn.Module):
     def __init__(self, config: MegalodonConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.model_dim)
+        # Given its weight, nn.Embedding skips its own init (reset_parameters makes ours); on the meta device
+        # that init imports dynamo, ~1 s of every start of the app.
+        self.embed = nn.Embedding(
+            config.vocab_size, config.model_dim, _weight=torch.empty(config.vocab_size, config.model_dim)
+        )
         self.rope = RotaryFrequencies(config.head_z_dim, config.rope_base)
         self.layers = nn.ModuleList(MegalodonLayer(config, i) for i in range(config.num_layers))
         self.output = OutputHead(config)
