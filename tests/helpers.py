@@ -10,7 +10,10 @@ import csv
 import io
 import json
 import os
+import pty
 import re
+import subprocess
+import sys
 import tarfile
 import zlib
 from pathlib import Path
@@ -107,6 +110,28 @@ def run_cli(*args: str | Path, stdin: str | bytes | None = None):
     from megadoc.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
+
+
+def run_in_terminal(*args: str | Path, stream: str = "stdout", columns: int = 160) -> tuple[int, str]:
+    """`megadoc ARGS` in a new process whose `stream` (stdout or stderr) is a pseudo-terminal, the
+    other discarded: (exit status, everything written to the terminal, its escape codes removed)."""
+    command = [sys.executable, "-c", "from megadoc.cli import main; main()", *map(str, args)]
+    main, sub = pty.openpty()
+    streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, stream: sub}
+    env = os.environ | {"COLUMNS": str(columns)}
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env, **streams)
+    os.close(sub)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(main)
+    return process.wait(timeout=120), re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
 
 
 def assert_one_line_error(result, *phrases: str) -> None:

@@ -1,8 +1,6 @@
 """`megadoc ask` end to end: real PDFs and captions, the tiny model, the state cache, bad input."""
 
 import json
-import os
-import pty
 import re
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from tests.helpers import (
     austen_paragraphs,
     json_rows,
     run_cli,
+    run_in_terminal,
     write_keeper_book,
     write_pdf,
     write_srt,
@@ -155,23 +154,12 @@ def test_stdin_is_a_document(app_env, tiny_model_dir):
 
 def test_in_a_terminal_the_answer_shows_its_evidence_by_default(app_env, tiny_model_dir, book):
     """stdout a terminal (a pseudo-terminal here) and no --evidence: the quotes come; piped, they do not."""
-    command = [sys.executable, "-c", "from megadoc.cli import main; main()", "ask", str(book), "Who was the keeper?"]
-    command += ["--model", str(tiny_model_dir), "--device", "cpu", "--max-tokens", "4"]
-    main, sub = pty.openpty()
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sub, stderr=subprocess.DEVNULL)
-    os.close(sub)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(main, 4096)
-        except OSError:  # the terminal closed with the process
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(main)
-    assert process.wait(timeout=120) == 0
-    assert "Evidence:" in screen.decode() and "p. 2:" in screen.decode()
+    args = ["ask", str(book), "Who was the keeper?", "--model", str(tiny_model_dir), "--device", "cpu"]
+    args += ["--max-tokens", "4"]
+    status, screen = run_in_terminal(*args)
+    assert status == 0
+    assert "Evidence:" in screen and "p. 2:" in screen
+    command = [sys.executable, "-c", "from megadoc.cli import main; main()", *args]
     piped = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0 and "Evidence:" not in piped.stdout
 

@@ -1,12 +1,15 @@
 """`megadoc summarize`: a batch of real files, one of them broken, outputs skipped when done."""
 
 import json
+import re
 
 from tests.helpers import (
+    AUSTEN,
     assert_one_line_error,
     austen_paragraphs,
     json_rows,
     run_cli,
+    run_in_terminal,
     write_pdf,
     write_srt,
     write_vtt,
@@ -71,3 +74,15 @@ def test_a_single_bad_file_is_one_line_and_exit_1(app_env, tiny_model_dir, tmp_p
     _, broken = _batch(tmp_path)
     assert_one_line_error(summarize(broken, model=tiny_model_dir), "no extractable text")
     assert_one_line_error(summarize(broken, "--format", "xml", model=tiny_model_dir), "--format must be md or json")
+
+
+def test_a_long_read_shows_its_speed_and_time_left_in_a_terminal(app_env, tiny_model_dir, tmp_path):
+    """stderr a terminal: the bar of a read that lasts shows tokens/s and the time left; the line
+    after it gives the read's own speed."""
+    book = tmp_path / "long.txt"
+    book.write_text(AUSTEN * 3, encoding="utf-8")
+    args = ["summarize", book, "--model", tiny_model_dir, "--device", "cpu", "--max-tokens", "3", "--no-cache"]
+    status, screen = run_in_terminal(*args, stream="stderr")
+    assert status == 0
+    assert re.search(r"long\.txt .*/[\d,]+ tokens [\d,.]+ tok/s .*\d:\d\d:\d\d", screen), screen[-2000:]
+    assert re.search(r"long\.txt: read [\d,]+ tokens in [\d.]+ s \([\d,]+ tokens/s\)", screen), screen[-2000:]
