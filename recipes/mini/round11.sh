@@ -3,16 +3,19 @@
 # carry part of the data (a call carries at most 64 MiB, the repository included):
 #
 #   round11.sh start        call 1: the package (with the shipped weights) outside the work tree, the
-#                           shards of .carry/c1, and the round started in the background (setsid)
+#                           shards and rows of .carry/c1, and the round started in the background (setsid)
 #   round11.sh unpack DIR   later calls: DIR's *.xz (token shards, tuning rows, eval.tar), DIR/whl/*.whl
 #                           (the app's packages the GPU image lacks), DIR/gguf.* (SmolLM2's file in parts;
 #                           the last part's call checks it and starts SmolLM2's runs)
-#   round11.sh wait SECONDS wait for the end (or SECONDS); scores, logs and the new weights to $OUT
+#   round11.sh wait SECONDS [weights]
+#                           wait for the end (or SECONDS; with `weights`, only until the new weights are
+#                           exported); scores, logs and the new weights to $OUT
 #
 # The round (`round11.sh run`): tuning from the shipped weights once the rows have come
-# (mini-tune11.toml), the export, then round 11 scored beside round 9 on the same GPU (`paired`: the
-# who-questions, QMSum, FairytaleQA test's character questions, held-out bits/byte). Round 9's
-# `tables` (every long-document task in both reading modes) start as soon as the eval data lands.
+# (mini-tune11.toml; token shards join its draw as they land), the export, then round 11 and round 9
+# scored side by side on the same GPU (`paired`: the who-questions with and without name answers,
+# QMSum, FairytaleQA test's character questions, held-out bits/byte). `tables` (every long-document
+# task in both reading modes) and `smollm2` run only when called.
 # Every eval run writes per-example rows (--out): paired intervals come from `megadoc eval compare`.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="/root/site:/root/src"
@@ -56,8 +59,8 @@ paired() {  # paired MODEL NAME: what a new round is compared on, beside the shi
   scrolls fairytaleqa "$name-test-character" --model "$model" --recall --split test --attribute character &
   OMP_NUM_THREADS=1 megadoc eval who --books $EVAL/books --model "$model" --device cuda --json \
     > "runs/scores/who-$name.json" 2> "runs/scores/who-$name.err" || true
-  OMP_NUM_THREADS=1 megadoc eval who --books $EVAL/books --model "$model" --device cuda --no-repeat-ngram 0 --json \
-    > "runs/scores/who-$name-ngram0.json" 2>> "runs/scores/who-$name.err" || true
+  OMP_NUM_THREADS=1 megadoc eval who --books $EVAL/books --model "$model" --device cuda --no-names --json \
+    > "runs/scores/who-$name-written.json" 2>> "runs/scores/who-$name.err" || true
   OMP_NUM_THREADS=1 megadoc eval ppl $EVAL/heldout/*.txt --context 1024,4096,16384,65536 --model "$model" --device cuda \
     --json > "runs/scores/ppl-$name.json" 2> "runs/scores/ppl-$name.err" || true
   wait
@@ -83,8 +86,11 @@ run() {
   python3 -m megadoc.training.loop recipes/mini/mini-tune11.toml > runs/tune11.out 2>&1
   python3 -m megadoc.training.export runs/mini-tune11/checkpoint runs/mini-round11 $TOKENIZER
   mkdir -p runs/mini-round11/parts && split -b 15M runs/mini-round11/model.safetensors runs/mini-round11/parts/part-
+  touch runs/exported
   until [ -f /root/site/.ready ] && [ -f $EVAL/.ready ]; do sleep 2; done
-  paired runs/mini-round11 round11
+  paired runs/mini-round11 round11 &
+  paired src/megadoc/models/mini round9
+  wait
   touch runs/done
 }
 
@@ -113,9 +119,6 @@ unpack() {  # unpack DIR: whole files only (each lands under a temporary name, t
       detached smollm2
     fi
   fi
-  if [ -f /root/site/.ready ] && [ -f $EVAL/.ready ] && [ ! -f $ROUND/runs/scores/.round9-started ]; then
-    touch $ROUND/runs/scores/.round9-started && detached tables src/megadoc/models/mini round9
-  fi
   ls -la $data $data/tokens
   tail -n 2 $ROUND/runs/*.out 2>/dev/null || true
 }
@@ -130,12 +133,13 @@ case "${1:-}" in
   wait)
     out=$OUT && cd $ROUND
     deadline=$((SECONDS + $2))
-    until [ -f runs/done ] && [ -f runs/scores/.round9-done ] || [ $SECONDS -ge "$deadline" ]; do sleep 5; done
+    finished() { [ -f runs/done ] || { [ "${3:-}" = weights ] && [ -f runs/exported ]; }; }
+    until finished "$@" || [ $SECONDS -ge "$deadline" ]; do sleep 5; done
     tail -n 2 runs/*.out runs/scores/*.err 2>/dev/null | tr '\r' '\n' | grep -v '^$' | tail -n 80 || true
     mkdir -p logs && cp runs/mini-tune11/log.jsonl logs/tune11.jsonl 2>/dev/null || true
     cp runs/round11.log runs/*.out logs/ 2>/dev/null || true
     tar -cJf "$out/scores.tar.xz" runs/scores logs
     if [ -d runs/mini-round11/parts ]; then cp runs/mini-round11/parts/* runs/mini-round11/config.json "$out/"; fi ;;
   run | tables | paired | smollm2) "$@" ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
