@@ -83,7 +83,7 @@ smollm2() {  # every task and the who-questions with SmolLM2-135M-Instruct, the 
 
 run() {
   until [ -f runs/data/tune-reading.npz ] && [ -f runs/data/tune-books.npz ]; do sleep 2; done
-  python3 -m megadoc.training.loop recipes/mini/mini-tune11.toml > runs/tune11.out 2>&1
+  python3 -m megadoc.training.loop experiments/recipes/mini-tune11.toml > runs/tune11.out 2>&1
   python3 -m megadoc.training.export runs/mini-tune11/checkpoint runs/mini-round11 $TOKENIZER
   mkdir -p runs/mini-round11/parts && split -b 15M runs/mini-round11/model.safetensors runs/mini-round11/parts/part-
   touch runs/exported
@@ -125,7 +125,7 @@ unpack() {  # unpack DIR: whole files only (each lands under a temporary name, t
 
 case "${1:-}" in
   start)
-    rm -rf /root/src $ROUND && mkdir -p $ROUND/runs && cp -r src /root/src && cp -r src recipes "$0" $ROUND/
+    rm -rf /root/src $ROUND && mkdir -p $ROUND/runs && cp -r src /root/src && cp -r src recipes experiments "$0" $ROUND/
     unpack .carry/c1
     (cd $ROUND && setsid nohup bash round11.sh run > runs/round11.log 2>&1 < /dev/null &)
     sleep 5 && ls $ROUND/runs ;;
