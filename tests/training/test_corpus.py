@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from megadoc.engine import Tokenizer
-from megadoc.pipeline.ingest import strip_gutenberg
 from megadoc.training.corpus import (
     _who_is,
     _who_relation,
@@ -17,6 +16,7 @@ from megadoc.training.corpus import (
     read_book,
     rename,
     split_books,
+    strip_gutenberg,
 )
 from megadoc.training.rows import _book_rows, clean_book, prepare_pretrain, prepare_tune
 from tests.helpers import SHARED_DATA

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from megadoc.engine import Tokenizer, train_tokenizer
-from megadoc.pipeline.ingest import strip_gutenberg
 from megadoc.training.corpus import (
     HELDOUT_FRACTION,
     SPLIT_SEED,
     load_qmsum_transcripts,
     read_book,
     split_books,
+    strip_gutenberg,
 )
 
 # Vocabularies of 8192 / 12288 / 16384 give 3.48 / 3.65 / 3.76 bytes per token on held-out

@@ -20,12 +20,53 @@ from megadoc.pipeline.ingest.meeting import format_transcript
 from megadoc.pipeline.names import character_names
 from megadoc.training.exclusions import is_evaluation_book
 
+# "*** START OF THIS PROJECT GUTENBERG EBOOK TITLE ***"; long titles wrap onto a second line.
+_START = re.compile(
+    r"^\*{3} ?START OF (?:THE|THIS) PROJECT GUTENBERG"
+    r"(?:[^\n]*\*{3}[ \t]*$|[^\n]*\n[^\n]*\*{3}[ \t]*$|[^\n]*$)",
+    re.M | re.I,
+)
+# Older files end their header with the legal "small print" instead.
+_OLD_HEADER_END = re.compile(
+    r"^\*+ ?END\*? ?THE SMALL PRINT[^\n]*$|^\*+ *SMALL PRINT! FOR __ COMPLETE SHAKESPEARE[^\n]*$", re.M
+)
+_FOOTER = re.compile(
+    r"^(?:\*{3} ?END OF (?:THE|THIS) PROJECT GUTENBERG|(?:The )?End of (?:the |this )?Project Gutenb[eu]rg"
+    r"|End Project Gutenberg|End of this Etext of)",
+    re.M | re.I,
+)
+# The World Library copyright notice repeated through the early Shakespeare files.
+_SHAKESPEARE_NOTICE = re.compile(r"<<THIS ELECTRONIC VERSION OF THE COMPLETE WORKS.*?>>\n*", re.S)
+# A leading paragraph of transcriber credits or notes about the Project Gutenberg edition.
+_CREDITS = re.compile(
+    r"\A(?:Produced|E-?text prepared|Prepared|Transcribed|This e-?text)\b"
+    r"|gutenberg|e-?text|proofreading team|small print",
+    re.I,
+)
+
 
 def read_book(path: Path) -> str:
     """The raw text of a book file (`.txt` or `.txt.gz`)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         return f.read()
+
+
+def strip_gutenberg(text: str) -> str:
+    """The body of a Project Gutenberg text, without licence header, footer or credits."""
+    start = _START.search(text)
+    if start is None:
+        # Only the first half: some modern files repeat the small print after their footer.
+        start = _OLD_HEADER_END.search(text, 0, len(text) // 2)
+    begin = start.end() if start else 0
+    footer = _FOOTER.search(text, begin)
+    body = text[begin : footer.start() if footer else len(text)]
+    body = _SHAKESPEARE_NOTICE.sub("", body).strip()
+    while True:
+        paragraph, blank, rest = body.partition("\n\n")
+        if not blank or not _CREDITS.search(paragraph):
+            return body
+        body = rest.strip()
 
 
 def _title_key(path: Path) -> str:

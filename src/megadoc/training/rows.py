@@ -31,7 +31,7 @@ import numpy as np
 
 from megadoc import prompts
 from megadoc.engine import MegalodonConfig, Tokenizer
-from megadoc.pipeline.ingest import Document, load_document, strip_gutenberg
+from megadoc.pipeline.ingest import Document, load_document
 from megadoc.pipeline.names import character_names
 from megadoc.pipeline.recall import PassageIndex, passage_size
 from megadoc.pipeline.session import final_prompt
@@ -44,6 +44,7 @@ from megadoc.training.corpus import (
     read_book,
     rename,
     split_books,
+    strip_gutenberg,
     training_books,
 )
 from megadoc.training.reading import load_reading_sets
@@ -59,8 +60,8 @@ RAW_FRACTION = 0.1
 
 
 def clean_book(path: Path) -> str:
-    """A book's body as the app reads it: ingestion's normalized text, without the Gutenberg licence."""
-    return load_document(path).text
+    """A book's body as the app reads it: ingestion's normalized text, Gutenberg header stripped."""
+    return strip_gutenberg(load_document(path).text)
 
 
 def kept_raw(path: Path, fraction: float = RAW_FRACTION) -> bool:

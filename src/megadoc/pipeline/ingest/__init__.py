@@ -16,13 +16,12 @@ from megadoc.pipeline.ingest.captions import load_srt, load_vtt
 from megadoc.pipeline.ingest.detect import kind_from_name, sniff_kind
 from megadoc.pipeline.ingest.document import Document, IngestError, Segment, empty_error
 from megadoc.pipeline.ingest.epub import load_epub
-from megadoc.pipeline.ingest.gutenberg import strip_gutenberg
 from megadoc.pipeline.ingest.meeting import load_meeting
 from megadoc.pipeline.ingest.normalize import Normalized, normalize_text
 from megadoc.pipeline.ingest.pdf import load_pdf
 from megadoc.pipeline.ingest.text import load_markdown, load_text
 
-__all__ = ["Document", "IngestError", "Normalized", "Segment", "load_document", "normalize_text", "strip_gutenberg"]
+__all__ = ["Document", "IngestError", "Normalized", "Segment", "load_document", "normalize_text"]
 
 MAX_BYTES = 2 * 1024**3  # larger inputs are refused rather than read into memory
 

@@ -76,12 +76,10 @@ class Normalized:
         return self._starts[k] if at_end and offset < self._source_ends[k] else following
 
 
-def normalize_text(text: str, *, dehyphenate: bool = False, keep: list[tuple[int, int]] | None = None) -> Normalized:
+def normalize_text(text: str, *, dehyphenate: bool = False) -> Normalized:
     """Join the lines of each paragraph with one space (paragraphs are separated by blank lines and
     come out separated by exactly one), collapse layout spaces to one, drop leading and trailing
-    whitespace; with `dehyphenate` (PDFs), "infor-\\nmation" becomes "information". With `keep`
-    (spans of `text`, in order), only those are read: what lies between two of them becomes a
-    paragraph break.
+    whitespace; with `dehyphenate` (PDFs), "infor-\\nmation" becomes "information".
 
     The training corpus is built with this too: `normalize_text(book).text` is what the app reads."""
     pattern = _PATTERN_DEHYPHENATE if dehyphenate else _PATTERN
@@ -103,60 +101,29 @@ def normalize_text(text: str, *, dehyphenate: bool = False, keep: list[tuple[int
         parts.append(out)
         length += len(out)
 
-    for span_start, span_end, left_out_end in _read_spans(text, keep):
-        for match in pattern.finditer(text, span_start, span_end):
-            begin, end = match.span()
-            if begin > done:
-                piece(done, begin, None)
-            breaks = match.group(0).count("\n")
-            if begin == 0 or end == len(text) or (dehyphenate and match.group("hyphen")):
-                replacement = ""
-            else:
-                replacement = "\n\n" if breaks > 1 else " "
-            if replacement != match.group(0):
-                piece(begin, end, replacement)
-            else:
-                piece(begin, end, None)
-            done = end
-        if done < span_end:
-            piece(done, span_end, None)
-        if span_end < left_out_end:
-            piece(span_end, left_out_end, "" if span_end == 0 or left_out_end == len(text) else "\n\n")
-        done = left_out_end
+    for match in pattern.finditer(text):
+        begin, end = match.span()
+        if begin > done:
+            piece(done, begin, None)
+        breaks = match.group(0).count("\n")
+        if begin == 0 or end == len(text) or (dehyphenate and match.group("hyphen")):
+            replacement = ""
+        else:
+            replacement = "\n\n" if breaks > 1 else " "
+        if replacement != match.group(0):
+            piece(begin, end, replacement)
+        else:
+            piece(begin, end, None)
+        done = end
+    if done < len(text):
+        piece(done, len(text), None)
     return Normalized("".join(parts), text, starts, sources, source_ends, kept)
 
 
-def _read_spans(text: str, keep: list[tuple[int, int]] | None) -> list[tuple[int, int, int]]:
-    """(start, end, end of what is left out after it) of each stretch of `text` to read: the whole
-    text, or the kept spans, each less the whitespace at its edges, which goes with what is left out
-    (so a left-out stretch is one piece: nothing at the text's ends, a paragraph break between)."""
-    if keep is None:
-        return [(0, len(text), len(text))]
-    stretches: list[tuple[int, int, int]] = []
-    first = 0
-    for start, end in keep:
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if start == end:
-            continue
-        if stretches:
-            stretches[-1] = (*stretches[-1][:2], start)
-        else:
-            first = start
-        stretches.append((start, end, len(text)))
-    if first > 0:  # what comes before the first stretch is left out too
-        stretches.insert(0, (0, 0, first))
-    return stretches
-
-
-def normalize_document(
-    document: Document, *, dehyphenate: bool = False, keep: list[tuple[int, int]] | None = None
-) -> Document:
+def normalize_document(document: Document, *, dehyphenate: bool = False) -> Document:
     """`document` with its text normalized (see normalize_text) and its segments moved onto the
     new text; `Document.origin` keeps the map back to the original."""
-    normalized = normalize_text(document.text, dehyphenate=dehyphenate, keep=keep)
+    normalized = normalize_text(document.text, dehyphenate=dehyphenate)
     segments = []
     for segment in document.segments:
         start, end = normalized.from_original(segment.start, segment.end)

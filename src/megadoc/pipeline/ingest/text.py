@@ -9,7 +9,6 @@ import charset_normalizer
 from markdown_it import MarkdownIt
 
 from megadoc.pipeline.ingest.document import Document, DocumentBuilder, IngestError, empty_error, source_label
-from megadoc.pipeline.ingest.gutenberg import book_spans, has_gutenberg_header
 from megadoc.pipeline.ingest.normalize import normalize_document
 
 # Checked in this order: the UTF-32 LE mark starts with the UTF-16 LE one.
@@ -41,13 +40,11 @@ def decode_text(data: bytes, source: str) -> tuple[str, list[str]]:
 
 
 def load_text(data: bytes, source: str) -> Document:
-    """Plain text, normalized for the model (wrapped lines joined; see ingest.normalize); of a
-    Project Gutenberg file, the book alone is read (not its licence: see ingest.gutenberg)."""
+    """Plain text, normalized for the model (wrapped lines joined; see ingest.normalize)."""
     text, warnings = decode_text(data, source)
     builder = DocumentBuilder("")
     builder.add(text)
-    keep = book_spans(text) if has_gutenberg_header(text) else None
-    return normalize_document(builder.build(source=source, kind="text", warnings=warnings), keep=keep)
+    return normalize_document(builder.build(source=source, kind="text", warnings=warnings))
 
 
 def load_markdown(data: bytes, source: str) -> Document:
